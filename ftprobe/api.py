@@ -1,0 +1,262 @@
+"""``ftprobe.compare``: the Python API behind ``ftprobe compare`` (module ``ftprobe.api``). CLI and API run it."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import inspect
+import itertools
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .core.engine import Engine, MetricRequest, ModelEntry
+from .core.errors import FtprobeError, MetricNeedsError
+from .core.metric import Metric, Need, RunContext
+from .core.registry import get_metric, list_metrics, metric_specs
+from .core.results import Result
+
+__all__ = ["compare", "make_pairs", "resolve_device", "select_metrics"]
+
+MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any]] | None
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` takes a GPU when there is one."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FtprobeError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return dev
+
+
+def make_pairs(n_models: int, pairs: str) -> list[tuple[int, int]]:
+    """``"first"``: each tuned model against the base; ``"all"``: every pair of models."""
+    if n_models < 2:
+        raise FtprobeError("compare needs a base model and at least one tuned model")
+    if pairs == "first":
+        return [(0, i) for i in range(1, n_models)]
+    if pairs == "all":
+        return list(itertools.combinations(range(n_models), 2))
+    raise FtprobeError(f"--pairs must be 'first' or 'all', not {pairs!r}")
+
+
+def _check_options(name: str, cls: type[Metric], options: Mapping[str, Any]) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p != "self"]
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        raise MetricNeedsError(
+            f"metric {name!r} has no option {', '.join(map(repr, unknown))}; its options are: "
+            + (", ".join(accepted) or "none")
+        )
+
+
+def select_metrics(
+    metrics: MetricsArg,
+    options: Mapping[str, Mapping[str, Any]] | None,
+    *,
+    has_data: bool,
+    has_labels: bool,
+    disabled: Collection[str] = (),
+    notice: Callable[[str], None] = lambda m: None,
+) -> tuple[list[MetricRequest], list[dict[str, str]]]:
+    """Turn the user's metric selection into requests; skip (with a notice) or refuse metrics whose needs are unmet.
+
+    A metric named explicitly whose needs are not met is an error; one reached by default or by a glob is skipped.
+    """
+    options = {k: dict(v) for k, v in (options or {}).items()}
+    if metrics is None:
+        patterns, explicit_opts = ["*"], {}
+    elif isinstance(metrics, str):
+        patterns, explicit_opts = [p.strip() for p in metrics.split(",") if p.strip()], {}
+    elif isinstance(metrics, Mapping):
+        patterns, explicit_opts = list(metrics), {k: dict(v or {}) for k, v in metrics.items()}
+    else:
+        patterns, explicit_opts = list(metrics), {}
+    available = list_metrics("*", disabled=disabled)
+    chosen: list[tuple[str, bool]] = []
+    for pat in patterns:
+        is_glob = any(c in pat for c in "*?[")
+        hits = [n for n in available if fnmatch.fnmatchcase(n, pat)] if is_glob else [pat]
+        if is_glob and not hits:
+            raise MetricNeedsError(f"--metrics {pat!r} matches no installed metric; run `ftprobe metrics`")
+        for h in hits:
+            if h not in [c[0] for c in chosen]:
+                chosen.append((h, not is_glob and metrics is not None))
+    specs = metric_specs(disabled)
+    requests, skipped = [], []
+    for name, explicit in chosen:
+        cls = get_metric(name, disabled=disabled)
+        missing = []
+        if Need.ACTIVATIONS in cls.needs and not has_data:
+            missing.append("data (--data PATH)")
+        if Need.LABELS in cls.needs and not has_labels:
+            missing.append("labelled data (class sub-folders, or a CSV with a label column)")
+        if missing:
+            msg = f"metric {name!r} needs " + " and ".join(missing)
+            if explicit:
+                raise MetricNeedsError(msg + "; provide it or leave the metric out of --metrics")
+            skipped.append({"metric": name, "reason": msg})
+            notice(f"skipped {msg}")
+            continue
+        opts = {**{k: v for pat, o in options.items() if fnmatch.fnmatchcase(name, pat) for k, v in o.items()},
+                **explicit_opts.get(name, {})}
+        _check_options(name, cls, opts)
+        spec = specs[name]
+        requests.append(MetricRequest(name, cls, opts, spec.provider, spec.version))
+    if not requests:
+        raise MetricNeedsError(
+            "no metric can run with what was given: " + "; ".join(s["reason"] for s in skipped)
+            if skipped else "no metric selected"
+        )
+    return requests, skipped
+
+
+def _unique_labels(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        if lab in seen:
+            seen[lab] += 1
+            out.append(f"{lab}#{seen[lab]}")
+        else:
+            seen[lab] = 1
+            out.append(lab)
+    return out
+
+
+def compare(
+    base: Any,
+    *tuned: Any,
+    layers: str | Sequence[str] | None = None,
+    data: Any = None,
+    metrics: MetricsArg = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    pairs: str = "first",
+    arch: str | Sequence[str | None] | None = None,
+    trust: bool = False,
+    labels: Sequence[str] | None = None,
+    batch_size: int = 32,
+    limit: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    preprocess: str = "imagenet",
+    size: int = 224,
+    input_size: int | None = None,
+    workers: int = 0,
+    disabled: Collection[str] = (),
+    notice: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int | None], None] | None = None,
+) -> Result:
+    """Compare a base model with one or more fine-tuned versions, layer by layer, in one pass over ``data``.
+
+    Args:
+        base, *tuned: ``nn.Module`` objects, specs (``"torchvision:googlenet"``, ``"timm:resnet18"``) or checkpoint
+            paths. A single list/tuple after ``base`` is accepted too.
+        layers: names, globs (``"inception4*"``) or aliases (``"mixed4d"``); ``None``: the natural blocks.
+        data: an image folder, a CSV, a ``DataLoader``, a ``Dataset`` or any iterable of ``(images, labels)``.
+        metrics: ``None`` (every installed metric whose needs are met), ``"cka,weight*"``, a list, or a mapping
+            name → options.
+        options: per metric (name or glob) → options, e.g. ``{"topk_*": {"k": 100}}``.
+        pairs: ``"first"`` (each tuned model against the base) or ``"all"``.
+        arch: the architecture of state-dict checkpoints, for all models or one per model.
+        trust: allow loading pickled whole modules (runs code from the file).
+
+    Returns:
+        A :class:`ftprobe.Result` (data only: ``to_dict()``, ``to_json()``, ``records()``).
+    """
+    from .core.loading import load_model
+
+    notice = notice or (lambda msg: None)
+    if len(tuned) == 1 and isinstance(tuned[0], (list, tuple)):
+        tuned = tuple(tuned[0])
+    sources = [base, *tuned]
+    pair_idx = make_pairs(len(sources), pairs)
+    if isinstance(layers, str):
+        layers = [layers]
+    archs = list(arch) if isinstance(arch, (list, tuple)) else [arch] * len(sources)
+    if len(archs) != len(sources):
+        raise FtprobeError(f"--arch was given {len(archs)} times for {len(sources)} models; give one, or one each")
+    dev = resolve_device(device)
+
+    loaded = []
+    seen_modules: set[int] = set()
+    restore: list[tuple[nn.Module, torch.device]] = []
+    for i, (src, a) in enumerate(zip(sources, archs)):
+        lm = load_model(src, arch=a, trust=trust, label=(labels[i] if labels else None))
+        module = lm.module
+        if isinstance(src, nn.Module):
+            first = next(module.parameters(), None)
+            if id(module) in seen_modules:
+                module = copy.deepcopy(module)  # hooks on one object would fire for both models
+                notice(f"model {i} is the same object as an earlier one; comparing a copy")
+            elif first is not None:
+                restore.append((module, first.device))
+            seen_modules.add(id(module))
+        loaded.append((lm, module))
+    default = ["base"] + (["tuned"] if len(sources) == 2 else [f"tuned{i}" for i in range(1, len(sources))])
+    names = _unique_labels([
+        default[i] if (labels is None and isinstance(src, nn.Module)) else lm.label
+        for i, ((lm, _), src) in enumerate(zip(loaded, sources))
+    ])
+    entries = [ModelEntry(n, m, lm.describe()) for n, (lm, m) in zip(names, loaded)]
+    for e, (lm, _) in zip(entries, loaded):
+        for note in lm.notes:
+            notice(f"{e.label}: {note}")
+
+    src = None
+    if data is not None:
+        from .data import open_data
+
+        src = open_data(data, preprocess=preprocess, size=size, limit=limit, seed=seed, batch_size=batch_size,
+                        workers=workers, pin_memory=dev.type == "cuda")
+    requests, skipped = select_metrics(
+        metrics, options, has_data=src is not None, has_labels=bool(src and src.has_labels),
+        disabled=disabled, notice=notice,
+    )
+    ctx = RunContext(
+        batch_size=src.batch_size if src else None,
+        num_samples=src.num_samples if src else None,
+        has_labels=bool(src and src.has_labels),
+        num_classes=src.num_classes if src else None,
+        multilabel=bool(src and src.multilabel),
+        classes=tuple(src.classes) if src else (),
+    )
+    engine = Engine(entries, pair_idx, list(layers or []), requests, device=dev,
+                    input_size=input_size or (size if src is not None else None), notice=notice)
+    try:
+        engine.prepare(ctx)
+        if on_start is not None:
+            on_start(src.num_samples if (src and engine.needs_data) else None)
+        stats = engine.run(src.batches() if (src is not None and engine.needs_data) else iter(()), progress=progress)
+        data_info = src.describe() if src is not None else None
+        if data_info is not None and src.skipped:
+            data_info["skipped_files"] = [{"path": p, "reason": r} for p, r in src.skipped]
+        return engine.result(
+            stats,
+            data=data_info,
+            skipped_metrics=skipped,
+            run={"batch_size": batch_size, "limit": limit, "seed": seed, "pairs": pairs,
+                 "versions": _versions()},
+        )
+    finally:
+        for module, dev0 in restore:
+            module.to(dev0)
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import torchvision
+
+    from . import __version__
+
+    return {"ftprobe": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version()}
+
+

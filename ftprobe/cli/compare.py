@@ -1,0 +1,118 @@
+"""``ftprobe compare BASE TUNED [TUNED ...]``: the main job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._options import parse_metric_options
+from .app import App
+
+# Shorthand flags: each sets the option of that name on every selected metric that accepts it.
+_SHORTHANDS = {"k": "*", "score": "*", "cka_cross": "cka", "cka_features": "cka", "cka_estimator": "cka"}
+
+
+@click.command(short_help="Compare a base model with fine-tuned versions, layer by layer.")
+@click.argument("base")
+@click.argument("tuned", nargs=-1, required=True)
+@click.option("--layers", "-l", multiple=True, metavar="NAME",
+              help="Layer name, glob or alias (repeatable), e.g. mixed4d or 'inception4*'. Default: natural blocks.")
+@click.option("--metrics", "-m", metavar="NAMES", help="Comma-separated metric names or globs (default: all).")
+@click.option("--data", "-d", metavar="PATH", help="Image folder (class sub-folders = labels) or CSV of path,label.")
+@click.option("--pairs", type=click.Choice(["first", "all"]), default="first", show_default=True,
+              help="first: each tuned model against the base; all: every pair.")
+@click.option("--arch", multiple=True, metavar="SPEC",
+              help="Architecture of state dicts: torchvision:NAME or timm:NAME (once for all, or once per model).")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow pickled whole modules (runs code from the file).")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Use a seeded random subset of N images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit.")
+@click.option("--device", default="auto", show_default=True, help="auto (a GPU when there is one), cpu, cuda, cuda:1.")
+@click.option("--preprocess", type=click.Choice(["imagenet", "caffe", "none"]), default="imagenet",
+              show_default=True, help="Input normalisation: torchvision's, Keras/Lucid 'caffe' (BGR), or none.")
+@click.option("--size", type=click.IntRange(min=8), default=224, show_default=True,
+              help="Shorter side resized to SIZE, then centre crop SIZE×SIZE.")
+@click.option("--input-size", type=int, help="Probe forward image size when no --data is given.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@click.option("--option", "-o", "raw_options", multiple=True, metavar="METRIC.KEY=VALUE",
+              help="A metric option, e.g. -o cka.estimator=minibatch -o 'topk_*.k=[100,1000]'.")
+@click.option("--k", "k", multiple=True, metavar="K", help="Top-k size(s) for top-k metrics (repeatable; 'all').")
+@click.option("--score", type=click.Choice(["mean", "max"]), help="Channel score of top-k metrics.")
+@click.option("--cka-cross", is_flag=True, default=None, help="Also compute the cross-layer CKA matrix.")
+@click.option("--cka-features", type=click.Choice(["gap", "flatten"]), help="CKA features (default gap).")
+@click.option("--cka-estimator", type=click.Choice(["exact", "minibatch"]), help="CKA estimator (default exact).")
+@click.option("--disable-metric", "disabled", multiple=True, metavar="NAME", help="Leave a metric out.")
+@click.option("--json", "json_path", metavar="PATH|-", help="Write the results as JSON to PATH ('-': stdout only).")
+@click.option("--out", "out_dir", metavar="DIR", default="ftprobe-out", show_default=True,
+              help="Folder for results.json.")
+@click.pass_obj
+def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...], metrics: str | None,
+            data: str | None, pairs: str, arch: tuple[str, ...], trust_checkpoint: bool, batch_size: int,
+            limit: int | None, seed: int, device: str, preprocess: str, size: int, input_size: int | None,
+            workers: int, raw_options: tuple[str, ...], k: tuple[str, ...], score: str | None,
+            cka_cross: bool | None, cka_features: str | None, cka_estimator: str | None,
+            disabled: tuple[str, ...], json_path: str | None, out_dir: str) -> None:
+    """Compare BASE with each TUNED model on the selected layers, in one pass over --data.
+
+    Metrics whose needs are not met (no --data, no labels) are skipped with a notice unless named in --metrics.
+    """
+    from ftprobe.api import compare as run_compare
+
+    from .render import metric_tables, summary_lines
+
+    options = parse_metric_options(raw_options)
+    shorthand: dict[str, Any] = {
+        "k": [_k(v) for v in k] if k else None,
+        "score": score, "cka_cross": cka_cross, "cka_features": cka_features, "cka_estimator": cka_estimator,
+    }
+    for flag, value in shorthand.items():
+        if value is None:
+            continue
+        target = _SHORTHANDS[flag]
+        key = flag.removeprefix("cka_") if target == "cka" else flag
+        if flag == "k" and len(value) == 1:
+            value = value[0]
+        options.setdefault(target, {})[key] = value
+    quiet_json = json_path == "-"
+    if quiet_json:
+        app.quiet = True
+    arch_arg: Any = None if not arch else (arch[0] if len(arch) == 1 else list(arch))
+    progress_ctx: Any = None
+
+    def on_start(n: int | None) -> None:
+        nonlocal progress_ctx
+        progress_ctx = app.progress(n)
+        advance = progress_ctx.__enter__()
+        callbacks["advance"] = advance
+
+    callbacks: dict[str, Any] = {"advance": lambda n: None}
+    try:
+        result = run_compare(
+            base, *tuned, layers=list(layers) or None, data=data, metrics=metrics, options=options, pairs=pairs,
+            arch=arch_arg, trust=trust_checkpoint, batch_size=batch_size, limit=limit, seed=seed, device=device,
+            preprocess=preprocess, size=size, input_size=input_size, workers=workers, disabled=disabled,
+            notice=app.notice, progress=lambda n: callbacks["advance"](n), on_start=on_start,
+        )
+    finally:
+        if progress_ctx is not None:
+            progress_ctx.__exit__(None, None, None)
+    if quiet_json:
+        app.write_raw(result.to_json())
+    else:
+        for table in metric_tables(result):
+            app.print(table)
+        for line in summary_lines(result):
+            app.info(line)
+        for w in result.warnings:
+            app.warn(w)
+        path = Path(json_path) if json_path else Path(out_dir) / "results.json"
+        result.save(path)
+        app.info(f"results written to {path}")
+    if result.run.get("interrupted"):
+        raise SystemExit(130)
+
+
+def _k(v: str) -> Any:
+    return "all" if v == "all" else int(v)

@@ -1,0 +1,51 @@
+"""Friendly layer names per architecture: plain data, keyed by the model's class (``module.QualName``).
+
+``ALIASES[cls][alias] = canonical module path``. A name that really exists in a model always wins over an alias, so
+``mixed4d`` means the module ``mixed4d`` on torch-lucent's InceptionV1 and ``inception4d`` on torchvision's GoogLeNet.
+
+``NATURAL_LAYERS[cls]`` is the layer list used when the user names none (the study's 12 blocks for GoogLeNet).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ALIASES", "LAYOUTS", "NATURAL_LAYERS", "arch_key"]
+
+# Lucid / Lucent InceptionV1 names (Gonthier et al. analyse these 12 post-ReLU block outputs) → torchvision GoogLeNet.
+_LUCID_TO_TORCHVISION_GOOGLENET = {
+    "conv2d0": "conv1",
+    "conv2d1": "conv2",
+    "conv2d2": "conv3",
+    "mixed3a": "inception3a",
+    "mixed3b": "inception3b",
+    "mixed4a": "inception4a",
+    "mixed4b": "inception4b",
+    "mixed4c": "inception4c",
+    "mixed4d": "inception4d",
+    "mixed4e": "inception4e",
+    "mixed5a": "inception5a",
+    "mixed5b": "inception5b",
+}
+
+ALIASES: dict[str, dict[str, str]] = {
+    "torchvision.models.googlenet.GoogLeNet": _LUCID_TO_TORCHVISION_GOOGLENET,
+}
+
+NATURAL_LAYERS: dict[str, list[str]] = {
+    "torchvision.models.googlenet.GoogLeNet": list(_LUCID_TO_TORCHVISION_GOOGLENET.values()),
+    "torchvision.models.resnet.ResNet": ["conv1", "layer1", "layer2", "layer3", "layer4"],
+    "torchvision.models.inception.Inception3": [
+        "Conv2d_1a_3x3", "Conv2d_2b_3x3", "Conv2d_4a_3x3", "Mixed_5b", "Mixed_5c", "Mixed_5d",
+        "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c",
+    ],
+}
+
+# Layers whose outputs are channels-last (N, H, W, C): the views move the channel axis first.
+LAYOUTS: dict[str, dict[str, str]] = {
+    "torchvision.models.swin_transformer.SwinTransformer": {"features*": "nhwc", "norm": "nhwc"},
+}
+
+
+def arch_key(model: object) -> str:
+    """The key of a model's class in these tables, e.g. ``torchvision.models.googlenet.GoogLeNet``."""
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,397 @@
+"""The one pass: every model runs once per batch, every metric is fed from the same captured views.
+
+The engine knows *kinds* of input (activations, labels, weights) and metric scopes, never a concrete metric.
+Everything that can fail because of user input fails in :meth:`Engine.prepare`, before any data is read.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .capture import Capture, LayerPlan, evaluating, split_call
+from .errors import DataError, ModelMismatch
+from .layers import LayerInfo, ResolvedLayer, natural_layers, probe, resolve_layers
+from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep
+from .results import Result, Value, split_values
+
+__all__ = ["Engine", "MetricRequest", "ModelEntry"]
+
+Notice = Callable[[str], None]
+
+
+@dataclass
+class ModelEntry:
+    """A model taking part in a comparison."""
+
+    label: str
+    module: nn.Module
+    info: dict[str, Any] = field(default_factory=dict)  # provenance (spec, path, sha256, head ...)
+
+
+@dataclass
+class MetricRequest:
+    """A metric class with its options, as chosen by the user."""
+
+    name: str
+    cls: type[Metric]
+    options: dict[str, Any] = field(default_factory=dict)
+    provider: str = ""
+    version: str = ""
+
+
+@dataclass
+class _Slot:
+    """One metric instance and where it belongs."""
+
+    request: MetricRequest
+    metric: Metric
+    layer: str | None  # canonical layer (None: all layers)
+    pair: tuple[int, int] | None = None
+    model: int | None = None
+    owner: _Slot | None = None  # another slot whose state this one shares
+
+
+def _sync_free_count(t: Tensor) -> Tensor:
+    return (~torch.isfinite(t)).sum()
+
+
+class Engine:
+    """Plan and run a comparison.
+
+    Args:
+        models: the base first, then the tuned models.
+        pairs: index pairs into ``models`` (base, tuned).
+        layers: what the user typed (names, globs, aliases); empty → the architecture's natural layers.
+        metrics: the metrics to run (their needs are assumed met; see :func:`ftprobe.compare`).
+        device: where models and metric states live.
+        input_size: the image size of the probe forward (None: the model's default, else 224).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelEntry],
+        pairs: Sequence[tuple[int, int]],
+        layers: Sequence[str],
+        metrics: Sequence[MetricRequest],
+        *,
+        device: torch.device | str = "cpu",
+        input_size: int | None = None,
+        notice: Notice | None = None,
+    ) -> None:
+        self.models = list(models)
+        self.pairs = list(pairs)
+        self.layer_specs = list(layers)
+        self.requests = list(metrics)
+        self.device = torch.device(device)
+        self.input_size = input_size
+        self.notice = notice or (lambda msg: None)
+        self.layers: list[ResolvedLayer] = []
+        self.names: list[dict[str, str]] = []  # per model: canonical (base) layer name -> that model's name
+        self.slots: list[_Slot] = []
+        self.notes: dict[str, list[str]] = {}
+        self.warnings: list[str] = []
+        self._infos: list[list[LayerInfo]] = []
+
+    # -- planning -------------------------------------------------------------------------------------------------
+    def prepare(self, data_ctx: RunContext | None = None) -> None:
+        """Resolve layers on every model, check shapes agree, build and set up metric instances."""
+        for entry in self.models:
+            entry.module.to(self.device)
+        self._infos = [probe(e.module, self.input_size, self.device) for e in self.models]
+        base = self.models[0]
+        specs = self.layer_specs or natural_layers(base.module, self._infos[0])
+        if not specs:
+            raise ModelMismatch(f"no natural layers known for {type(base.module).__name__}; pass --layers")
+        if not self.layer_specs:
+            self.notice("layers not given; using the natural blocks: " + ", ".join(specs))
+        resolved = [resolve_layers(e.module, specs, infos, label=e.label) for e, infos in zip(self.models, self._infos)]
+        self.layers = resolved[0]
+        for entry, res in zip(self.models[1:], resolved[1:]):
+            if len(res) != len(self.layers):
+                raise ModelMismatch(
+                    f"{entry.label} resolves {specs} to {len(res)} layers but {base.label} to {len(self.layers)}: "
+                    "the architectures differ; compare models of the same architecture"
+                )
+            for a, b in zip(self.layers, res):
+                if a.shape != b.shape:
+                    raise ModelMismatch(
+                        f"layer {a.name!r} has output shape {a.shape} in {base.label} but {b.shape} in "
+                        f"{entry.label} (as {b.name!r}); the models differ in architecture or input size"
+                    )
+        self.names = [{a.name: b.name for a, b in zip(self.layers, res)} for res in resolved]
+        ctx = data_ctx or RunContext()
+        ctx = RunContext(
+            layers=tuple(r.name for r in self.layers),
+            shapes={r.name: tuple(r.shape or ()) for r in self.layers},
+            batch_size=ctx.batch_size,
+            num_samples=ctx.num_samples,
+            has_labels=ctx.has_labels,
+            num_classes=ctx.num_classes,
+            multilabel=ctx.multilabel,
+            classes=ctx.classes,
+            device=str(self.device),
+        )
+        self._build_slots(ctx)
+
+    def _build_slots(self, ctx: RunContext) -> None:
+        layer_names: list[str | None] = [r.name for r in self.layers]
+        in_pairs = sorted({i for p in self.pairs for i in p})
+        for req in self.requests:
+            cls = req.cls
+            per_layer = layer_names if cls.layerwise else [None]
+            if cls.scope == Scope.MODEL and Need.WEIGHTS not in cls.needs:
+                targets = [dict(model=m) for m in in_pairs]
+            else:
+                targets = [dict(pair=p) for p in self.pairs]
+            notes: list[str] = []
+            for target in targets:
+                for layer in per_layer:
+                    metric = cls(**req.options).to(self.device)
+                    for note in metric.setup(ctx):
+                        if note not in notes:
+                            notes.append(note)
+                    self.slots.append(_Slot(req, metric, layer, **target))
+            self.notes[req.name] = notes
+            for note in notes:
+                self.notice(f"{req.name}: {note}")
+        owners: dict[Hashable, _Slot] = {}
+        for slot in self.slots:
+            key = slot.metric.state_key()
+            if key is None:
+                continue
+            full = (key, slot.layer, slot.pair, slot.model)
+            if full in owners:
+                slot.owner = owners[full]
+            else:
+                owners[full] = slot
+
+    # -- running --------------------------------------------------------------------------------------------------
+    @property
+    def needs_data(self) -> bool:
+        return any(Need.ACTIVATIONS in s.request.cls.needs for s in self.slots)
+
+    def _weight_pass(self) -> None:
+        for slot in self.slots:
+            if Need.WEIGHTS not in slot.request.cls.needs or slot.pair is None:
+                continue
+            b, t = slot.pair
+            mods = [dict(self.models[i].module.named_modules()) for i in (b, t)]
+            for layer in [slot.layer] if slot.layer else [r.name for r in self.layers]:
+                bname, tname = self.names[b][layer], self.names[t][layer]
+                step = WeightStep(layer, mods[0][split_call(bname)[0]], mods[1][split_call(tname)[0]])
+                slot.metric.update(step)
+
+    def _plans(self) -> list[dict[str, LayerPlan]]:
+        views: list[dict[str, set[str]]] = [{} for _ in self.models]
+        for slot in self.slots:
+            if Need.ACTIVATIONS not in slot.request.cls.needs or slot.owner is not None:
+                continue
+            wanted = slot.metric.views()
+            users = slot.pair if slot.pair is not None else (slot.model,)
+            layers = [slot.layer] if slot.layer else [r.name for r in self.layers]
+            for m in users:
+                for layer in layers:
+                    views[m].setdefault(layer, set()).update(wanted)
+        info_by_name = [{i.name: i for i in infos} for infos in self._infos]
+        plans = []
+        for m, per_layer in enumerate(views):
+            plan = {}
+            for layer, vs in per_layer.items():
+                name = self.names[m][layer]
+                layout = next(r.layout for r in self.layers if r.name == layer)
+                plan[name] = LayerPlan(frozenset(vs), layout, info_by_name[m][name].inplace)
+            plans.append(plan)
+        return plans
+
+    def run(
+        self,
+        batches: Any,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run the weight metrics, then stream ``batches`` (``Batch(x, labels, index)``) once through every model.
+
+        Returns run statistics; metric states are left in the slots for :meth:`result`. A KeyboardInterrupt stops
+        the pass and keeps what was accumulated (``interrupted`` is True).
+        """
+        start = time.perf_counter()
+        stats: dict[str, Any] = {"samples": 0, "batches": 0, "interrupted": False}
+        self._weight_pass()
+        if not self.needs_data:
+            stats["duration_s"] = time.perf_counter() - start
+            return stats
+        plans = self._plans()
+        order = [{i.name: k for k, i in enumerate(infos)} for infos in self._infos]
+        captures = []
+        for m, entry in enumerate(self.models):
+            if not plans[m]:
+                captures.append(None)
+                continue
+            stop = max(plans[m], key=lambda n: order[m][n])
+            captures.append(Capture(entry.module, plans[m], stop_after=stop))
+        nonfinite: dict[tuple[int, str], Tensor] = {}
+        modules = [e.module for e in self.models]
+        try:
+            with ExitStack() as stack:
+                stack.enter_context(evaluating(*modules))
+                stack.enter_context(torch.inference_mode())
+                for cap in captures:
+                    if cap is not None:
+                        stack.enter_context(cap.attached())  # removed on success, error and Ctrl-C alike
+                for batch in batches:
+                    n = self._step(batch, captures, nonfinite)
+                    stats["samples"] += n
+                    stats["batches"] += 1
+                    if progress is not None:
+                        progress(n)
+        except KeyboardInterrupt:
+            stats["interrupted"] = True
+            self.warnings.append(
+                f"interrupted after {stats['samples']} samples: the values below cover only those samples"
+            )
+        for (m, layer), count in nonfinite.items():
+            c = int(count)
+            if c:
+                self.warnings.append(
+                    f"{c} non-finite values (NaN or Inf) in {self.models[m].label} at layer {layer}; "
+                    "its values there are unreliable"
+                )
+        if stats["samples"] == 0 and not stats["interrupted"]:
+            raise DataError("the data source yielded no samples; check the path, --limit and unreadable files")
+        stats["duration_s"] = time.perf_counter() - start
+        return stats
+
+    def _step(self, batch: Any, captures: list[Capture | None], nonfinite: dict) -> int:
+        x = batch.x.to(self.device, non_blocking=True)
+        n = x.shape[0]
+        if n == 0:
+            return 0
+        index = batch.index.to(self.device, non_blocking=True)
+        if index.shape[0] != n:
+            raise DataError(f"a batch carries {index.shape[0]} sample indices for {n} images")
+        labels = batch.labels.to(self.device, non_blocking=True) if batch.labels is not None else None
+        acts: list[dict[str, Activation]] = []
+        for m, cap in enumerate(captures):
+            if cap is None:
+                acts.append({})
+                continue
+            store = cap.run(x)
+            per_layer = {}
+            for layer, name in self.names[m].items():
+                if name not in cap.plans:
+                    continue
+                if name not in store:
+                    raise ModelMismatch(
+                        f"layer {name!r} of {self.models[m].label} did not run in this batch's forward; "
+                        "the model takes a data-dependent path: pick layers that always run"
+                    )
+                views = store[name]
+                first = next(iter(views.values()))
+                if first.shape[0] != n:  # the same samples, in the same order, for every model
+                    raise ModelMismatch(
+                        f"layer {name!r} of {self.models[m].label} returned {first.shape[0]} samples for a batch of "
+                        f"{n}; ftprobe needs batch-first outputs"
+                    )
+                key = (m, layer)
+                nonfinite[key] = nonfinite.get(key, 0) + _sync_free_count(first)
+                per_layer[layer] = Activation(layer, views)
+            acts.append(per_layer)
+        for slot in self.slots:
+            if slot.owner is not None or Need.ACTIVATIONS not in slot.request.cls.needs:
+                continue
+            if slot.pair is not None:
+                b, t = slot.pair
+                if slot.layer is not None:
+                    step: Any = PairStep(slot.layer, acts[b][slot.layer], acts[t][slot.layer], index, labels)
+                else:
+                    step = PairStep(None, acts[b], acts[t], index, labels)
+            else:
+                a = acts[slot.model]
+                step = ModelStep(slot.layer, a[slot.layer] if slot.layer is not None else a, index, labels)
+            slot.metric.update(step)
+        return n
+
+    # -- results --------------------------------------------------------------------------------------------------
+    def values(self) -> list[Value]:
+        """Compute every metric (sharing states where declared) and return the values."""
+        for slot in self.slots:
+            if slot.owner is not None:
+                slot.metric.load_state_dict(slot.owner.metric.state_dict())
+        out: list[Value] = []
+        labels = [e.label for e in self.models]
+        by_model: dict[tuple[str, str | None, int], _Slot] = {}
+        for slot in self.slots:
+            name = slot.request.name
+            if slot.model is not None:
+                by_model[(name, slot.layer, slot.model)] = slot
+                kw = dict(scope="model", model=labels[slot.model])
+            else:
+                b, t = slot.pair
+                kw = dict(scope="pair", base=labels[b], tuned=labels[t])
+            out.extend(self._to_values(name, slot.layer, slot.metric.compute(), kw))
+        for req in self.requests:
+            if req.cls.scope != Scope.MODEL or Need.WEIGHTS in req.cls.needs:
+                continue
+            for b, t in self.pairs:
+                for layer in [r.name for r in self.layers] if req.cls.layerwise else [None]:
+                    sb, st = by_model[(req.name, layer, b)], by_model[(req.name, layer, t)]
+                    vals = sb.metric.compare(sb.metric, st.metric)
+                    out.extend(self._to_values(req.name, layer, vals, dict(scope="pair", base=labels[b],
+                                                                             tuned=labels[t])))
+        return out
+
+    @staticmethod
+    def _to_values(name: str, layer: str | None, vals: Mapping[str, Any], kw: dict) -> list[Value]:
+        if layer is not None:
+            scalars, arrays = split_values(vals)
+            return [Value(name, layer, scalars=scalars, arrays=arrays, **kw)]
+        out = []
+        for lay, sub in vals.items():
+            scalars, arrays = split_values(sub)
+            out.append(Value(name, lay, scalars=scalars, arrays=arrays, **kw))
+        return out
+
+    def layer_records(self) -> list[dict[str, Any]]:
+        """How each layer name was resolved, for the result's provenance."""
+        recs = []
+        for i, r in enumerate(self.layers):
+            rec = {"spec": r.spec, "name": r.name, "alias": r.via_alias, "shape": list(r.shape or ()),
+                   "layout": r.layout, "inplace_after": r.inplace}
+            per_model = {self.models[m].label: self.names[m][r.name] for m in range(len(self.models))}
+            if len(set(per_model.values())) > 1:
+                rec["per_model"] = per_model
+            recs.append(rec)
+        return recs
+
+    def metric_records(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for req in self.requests:
+            inst = next((s.metric for s in self.slots if s.request is req), None)
+            out[req.name] = {
+                "provider": req.provider,
+                "version": req.version,
+                "needs": req.cls.needs.describe(),
+                "scope": req.cls.scope.value,
+                "options": inst.options() if inst is not None else dict(req.options),
+                "notes": self.notes.get(req.name, []),
+            }
+        return out
+
+    def result(self, stats: Mapping[str, Any], **extra: Any) -> Result:
+        return Result(
+            models=[{"label": e.label, **e.info} for e in self.models],
+            pairs=[(self.models[b].label, self.models[t].label) for b, t in self.pairs],
+            layers=self.layer_records(),
+            metrics=self.metric_records(),
+            values=self.values(),
+            warnings=list(self.warnings),
+            run={"device": str(self.device), **stats, **extra.pop("run", {})},
+            **extra,
+        )

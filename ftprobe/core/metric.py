@@ -1,0 +1,337 @@
+"""The metric contract: declared state with a reduction per state; ``update`` / ``compute`` / ``reset`` /
+``merge_state``; what a metric needs; its scope.
+
+A plugin author writes ``__init__`` (declaring options and state), :meth:`Metric.update` and :meth:`Metric.compute`.
+Everything else (reset, merging shards, distributed reduction, checkpoint and resume) works from the declared
+reductions, with no metric-specific code in the engine.
+
+Scopes
+    ``Scope.PAIR`` (default): one instance per (pair of models, layer); ``update`` receives a :class:`PairStep`
+    with the base and the tuned activations of the same batch. ``Scope.MODEL``: one instance per (model, layer),
+    ``update`` receives a :class:`ModelStep`; per-pair values come from :meth:`Metric.compare` on two instances
+    (for example the overlap of two models' top-k sets), per-model values from :meth:`Metric.compute`.
+
+Layerwise
+    ``layerwise = True`` (default): one instance per layer. ``layerwise = False``: one instance sees every selected
+    layer at once (``step.layers``), for statistics that span layers such as a cross-layer CKA matrix; its
+    ``compute`` returns ``{layer: {key: value}}`` (the key ``"*"`` holds values that belong to no single layer).
+
+Weights
+    A metric with ``needs == Need.WEIGHTS`` never sees data: ``update`` receives one :class:`WeightStep` per layer
+    with the two modules.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Activation",
+    "Metric",
+    "ModelStep",
+    "Need",
+    "PairStep",
+    "Reduce",
+    "RunContext",
+    "Scope",
+    "WeightStep",
+    "resolve_reduce",
+]
+
+Reduce = Union[Literal["sum", "cat", "max", "min"], Callable[[Any, Any], Any]]
+
+
+class Need(enum.Flag):
+    """What a metric needs from a run."""
+
+    ACTIVATIONS = enum.auto()
+    LABELS = enum.auto()
+    WEIGHTS = enum.auto()
+
+    def describe(self) -> str:
+        """Lower-case, comma-separated names, e.g. ``"activations, labels"``."""
+        return ", ".join(m.name.lower() for m in Need if m in self and m.name)
+
+
+class Scope(str, enum.Enum):
+    """Whether a metric's state belongs to a pair of models or to one model."""
+
+    PAIR = "pair"
+    MODEL = "model"
+
+
+def _tree_map2(fn: Callable[[Tensor, Tensor], Tensor], a: Any, b: Any) -> Any:
+    if isinstance(a, Tensor):
+        return fn(a, b)
+    if isinstance(a, tuple):
+        return tuple(_tree_map2(fn, x, y) for x, y in zip(a, b))
+    if isinstance(a, list):
+        return [_tree_map2(fn, x, y) for x, y in zip(a, b)]
+    if isinstance(a, dict):
+        return {k: _tree_map2(fn, a[k], b[k]) for k in a}
+    raise TypeError(f"cannot reduce a state of type {type(a).__name__}")
+
+
+def _sum(a: Any, b: Any) -> Any:
+    return _tree_map2(torch.add, a, b)
+
+
+def _cat(a: Any, b: Any) -> Any:
+    return _tree_map2(lambda x, y: torch.cat([x, y]), a, b)
+
+
+_REDUCES: dict[str, Callable[[Any, Any], Any]] = {
+    "sum": _sum,
+    "cat": _cat,
+    "max": lambda a, b: _tree_map2(torch.maximum, a, b),
+    "min": lambda a, b: _tree_map2(torch.minimum, a, b),
+}
+
+
+def resolve_reduce(reduce: Reduce) -> Callable[[Any, Any], Any]:
+    """The merge function ``(mine, theirs) -> merged`` of a declared reduction."""
+    if callable(reduce):
+        return reduce
+    try:
+        return _REDUCES[reduce]
+    except KeyError:
+        raise ValueError(f"unknown reduction {reduce!r}; use one of {sorted(_REDUCES)} or a callable") from None
+
+
+def _tree_map(fn: Callable[[Tensor], Tensor], a: Any) -> Any:
+    if isinstance(a, Tensor):
+        return fn(a)
+    if isinstance(a, tuple):
+        return tuple(_tree_map(fn, x) for x in a)
+    if isinstance(a, list):
+        return [_tree_map(fn, x) for x in a]
+    if isinstance(a, dict):
+        return {k: _tree_map(fn, v) for k, v in a.items()}
+    return a
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What update() receives
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One model's activation at one layer for one batch, as the views the metrics asked for.
+
+    ``act.view("gap")`` (or ``act["gap"]``) is ``(N, C)``; see :mod:`ftprobe.core.views` for the vocabulary.
+    """
+
+    layer: str
+    views: Mapping[str, Tensor]
+
+    def view(self, name: str) -> Tensor:
+        try:
+            return self.views[name]
+        except KeyError:
+            raise KeyError(
+                f"view {name!r} of layer {self.layer!r} was not captured; the metric must list it in views()"
+            ) from None
+
+    __getitem__ = view
+
+
+@dataclass(frozen=True)
+class PairStep:
+    """One batch for a pair-scoped metric.
+
+    For a layerwise metric ``base`` and ``tuned`` are :class:`Activation`; otherwise they map layer → Activation.
+    ``index`` is ``(N,)`` int64: the global sample indices (the same samples, in the same order, for both models).
+    ``labels`` is ``(N,)`` int64 class indices, or ``(N, K)`` multi-hot for multi-label data, or ``None``.
+    """
+
+    layer: str | None
+    base: Any
+    tuned: Any
+    index: Tensor
+    labels: Tensor | None = None
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (self.layer,) if self.layer is not None else tuple(self.base)
+
+
+@dataclass(frozen=True)
+class ModelStep:
+    """One batch for a model-scoped metric; ``act`` is an :class:`Activation` (or layer → Activation)."""
+
+    layer: str | None
+    act: Any
+    index: Tensor
+    labels: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class WeightStep:
+    """The two modules of one selected layer, for a weight metric (no data involved)."""
+
+    layer: str
+    base: nn.Module
+    tuned: nn.Module
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a metric may know before the pass (given to :meth:`Metric.setup`)."""
+
+    layers: tuple[str, ...] = ()
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # layer -> output shape without batch
+    batch_size: int | None = None
+    num_samples: int | None = None  # None when the source has no length
+    has_labels: bool = False
+    num_classes: int | None = None
+    multilabel: bool = False
+    classes: tuple[str, ...] = ()
+    device: str = "cpu"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The base class
+
+
+class Metric(ABC):
+    """A streaming statistic comparing a fine-tuned model with its base.
+
+    Subclasses set ``name`` (equal to the entry-point name), optionally ``needs``, ``scope``, ``layerwise`` and
+    ``higher_is_more_similar``; declare state in ``__init__`` with :meth:`add_state`; implement :meth:`update` and
+    :meth:`compute` (and :meth:`compare` for ``Scope.MODEL``). Options are the keyword arguments of ``__init__``;
+    store each one as an attribute of the same name so that :meth:`options` can record it in the result.
+
+    ``compute`` returns a mapping of names to values: Python or 0-d tensor scalars become table rows, other tensors
+    and lists are kept as arrays (per-channel vectors, top-k indices) in the result.
+    """
+
+    name: ClassVar[str]
+    needs: ClassVar[Need] = Need.ACTIVATIONS
+    scope: ClassVar[Scope] = Scope.PAIR
+    layerwise: ClassVar[bool] = True
+    higher_is_more_similar: ClassVar[bool | None] = None
+
+    def __init__(self) -> None:
+        self._defaults: dict[str, Any] = {}
+        self._reductions: dict[str, Reduce] = {}
+
+    # -- declaration ------------------------------------------------------------------------------------------
+    def add_state(self, name: str, default: Any, reduce: Reduce = "sum") -> None:
+        """Declare a state (a tensor, or a tuple/list/dict of tensors) and how two shards of it merge."""
+        if not hasattr(self, "_reductions"):
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() before add_state()")
+        resolve_reduce(reduce)  # fail now on an unknown reduction name
+        self._defaults[name] = _tree_map(lambda t: t.detach().clone(), default)
+        self._reductions[name] = reduce
+        setattr(self, name, _tree_map(lambda t: t.detach().clone(), default))
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(self._reductions)
+
+    def views(self) -> frozenset[str]:
+        """The activation views this metric reads (see :mod:`ftprobe.core.views`); the default is ``{"gap"}``."""
+        return frozenset({"gap"}) if Need.ACTIVATIONS in self.needs else frozenset()
+
+    def options(self) -> dict[str, Any]:
+        """The options this instance was built with (the ``__init__`` keyword arguments), for the result file."""
+        out: dict[str, Any] = {}
+        for pname, param in inspect.signature(type(self).__init__).parameters.items():
+            if pname == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            out[pname] = getattr(self, pname, param.default)
+        return out
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line for ``ftprobe metrics``: the first line of the class docstring."""
+        doc = inspect.getdoc(cls) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def setup(self, ctx: RunContext) -> list[str]:
+        """Check options against the run before any data is read; raise an FtprobeError to refuse.
+
+        Returns notes to show the user (a memory estimate, for instance). The default accepts everything.
+        """
+        return []
+
+    def state_key(self) -> Hashable | None:
+        """Instances whose keys are equal (and not ``None``) share one state: the engine updates one of them and
+        copies its state into the others before ``compute``. Return ``None`` (the default) to never share."""
+        return None
+
+    @abstractmethod
+    def update(self, step: Any) -> None:
+        """Fold one batch (a :class:`PairStep`, :class:`ModelStep` or :class:`WeightStep`) into the state."""
+
+    @abstractmethod
+    def compute(self) -> Mapping[str, Any]:
+        """The metric's values from the accumulated state."""
+
+    def compare(self, base: Metric, tuned: Metric) -> Mapping[str, Any]:
+        """Per-pair values from two model-scoped instances (``Scope.MODEL`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} is model-scoped but does not implement compare()")
+
+    def reset(self) -> None:
+        """Restore every state to its declared default."""
+        for name, default in self._defaults.items():
+            setattr(self, name, _tree_map(lambda t: t.clone(), default))
+
+    def merge_state(self, other: Metric | Mapping[str, Any]) -> None:
+        """Fold another shard's state into this one with each state's declared reduction."""
+        theirs = other.state_dict() if isinstance(other, Metric) else other
+        missing = set(self._reductions) - set(theirs)
+        if missing:
+            raise ValueError(f"cannot merge: the other state lacks {sorted(missing)}")
+        for name, reduce in self._reductions.items():
+            setattr(self, name, resolve_reduce(reduce)(getattr(self, name), theirs[name]))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The declared states (tensors or containers of tensors), safe for ``torch.save(weights_only=True)``."""
+        return {name: getattr(self, name) for name in self._reductions}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the declared states by ``state`` (as returned by :meth:`state_dict`)."""
+        missing = set(self._reductions) - set(state)
+        if missing:
+            raise ValueError(f"state of {type(self).__name__} lacks {sorted(missing)}")
+        for name in self._reductions:
+            setattr(self, name, state[name])
+
+    def to(self, device: torch.device | str) -> Metric:
+        """Move every state tensor to ``device`` (in place) and return self."""
+        for name in self._reductions:
+            setattr(self, name, _tree_map(lambda t: t.to(device), getattr(self, name)))
+        self._defaults = {k: _tree_map(lambda t: t.to(device), v) for k, v in self._defaults.items()}
+        return self
+
+    def clone(self) -> Metric:
+        """A deep copy (same options, same state)."""
+        return copy.deepcopy(self)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+
+def iter_state_tensors(state: Mapping[str, Any]) -> Iterator[Tensor]:
+    """Every tensor in a state dict, depth first (for distributed reductions and memory estimates)."""
+    stack: list[Any] = list(state.values())[::-1]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Tensor):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(list(item.values())[::-1])
+        elif isinstance(item, Sequence) and not isinstance(item, str):
+            stack.extend(list(item)[::-1])

@@ -1,0 +1,189 @@
+"""Results are data: frozen records plus provenance, JSON in and out. Rendering lives elsewhere and only reads them.
+
+A :class:`Value` is one metric's output for one layer and one subject (a pair of models, or one model). Scalars are
+table rows; arrays (per-channel vectors, top-k indices, matrices) stay beside them for figures and later analysis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "Result", "Value", "split_values"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Value:
+    """One metric's values at one layer (``"*"``: not tied to a layer) for a pair or a model."""
+
+    metric: str
+    layer: str
+    scope: str  # "pair" | "model"
+    base: str | None = None  # pair scope: the two model labels
+    tuned: str | None = None
+    model: str | None = None  # model scope: the model label
+    scalars: dict[str, float] = field(default_factory=dict)
+    arrays: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return f"{self.base} → {self.tuned}" if self.scope == "pair" else str(self.model)
+
+
+def _to_jsonable(v: Any) -> Any:
+    try:
+        import torch
+
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu()
+            return v.item() if v.dim() == 0 else v.tolist()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if hasattr(v, "tolist"):  # numpy
+        return v.tolist()
+    if isinstance(v, Mapping):
+        return {str(k): _to_jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_jsonable(x) for x in v]
+    return v
+
+
+def split_values(values: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Split a metric's ``compute()`` output into scalars (numbers, 0-d tensors) and arrays (everything else)."""
+    scalars: dict[str, float] = {}
+    arrays: dict[str, Any] = {}
+    for key, v in values.items():
+        v = _to_jsonable(v)
+        if isinstance(v, bool):
+            scalars[key] = float(v)
+        elif isinstance(v, (int, float)):
+            scalars[key] = float(v)
+        else:
+            arrays[key] = v
+    return scalars, arrays
+
+
+def _json_float(x: float) -> Any:
+    # JSON has no NaN/Inf: write them as strings so files stay standard; read back by from_dict.
+    return x if math.isfinite(x) else str(x)
+
+
+def _from_json_float(x: Any) -> float:
+    return float(x)
+
+
+@dataclass
+class Result:
+    """What a comparison produced, with everything needed to reproduce and re-render it."""
+
+    models: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, Any] | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    values: list[Value] = field(default_factory=list)
+    skipped_metrics: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    # -- queries ------------------------------------------------------------------------------------------------
+    def select(
+        self, metric: str | None = None, layer: str | None = None, subject: str | None = None
+    ) -> Iterator[Value]:
+        """Values filtered by metric name, layer (canonical name) and subject (``"a → b"`` or a model label)."""
+        for v in self.values:
+            if metric is not None and v.metric != metric:
+                continue
+            if layer is not None and v.layer != layer:
+                continue
+            if subject is not None and v.subject != subject:
+                continue
+            yield v
+
+    def get(self, metric: str, layer: str, key: str, *, pair: tuple[str, str] | None = None,
+            model: str | None = None) -> Any:
+        """One value (scalar or array) by metric, layer and key; the first pair/model unless one is named."""
+        for v in self.select(metric, layer):
+            if pair is not None and (v.base, v.tuned) != tuple(pair):
+                continue
+            if model is not None and v.model != model:
+                continue
+            if key in v.scalars:
+                return v.scalars[key]
+            if key in v.arrays:
+                return v.arrays[key]
+        raise KeyError(f"no value {key!r} for metric {metric!r} at layer {layer!r}")
+
+    def records(self) -> list[dict[str, Any]]:
+        """A tidy table: one row per scalar (metric, layer, scope, base, tuned, model, key, value)."""
+        rows = []
+        for v in self.values:
+            for key, value in v.scalars.items():
+                rows.append({"metric": v.metric, "layer": v.layer, "scope": v.scope, "base": v.base,
+                             "tuned": v.tuned, "model": v.model, "key": key, "value": value})
+        return rows
+
+    def to_pandas(self) -> Any:
+        """The tidy records as a ``pandas.DataFrame`` (pandas is optional)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("to_pandas() needs pandas: pip install pandas (or use records())") from exc
+        return pd.DataFrame.from_records(self.records())
+
+    # -- serialisation --------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["pairs"] = [list(p) for p in self.pairs]
+        for v in d["values"]:
+            v["scalars"] = {k: _json_float(x) for k, x in v["scalars"].items()}
+        return {"schema_version": d.pop("schema_version"), **d}
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_to_jsonable)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``to_json()`` atomically (a temporary file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Result:
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            from .errors import FtprobeError
+
+            raise FtprobeError(
+                f"results file has schema version {version!r}; this ftprobe reads version {SCHEMA_VERSION}"
+            )
+        values = [
+            Value(**{**v, "scalars": {k: _from_json_float(x) for k, x in v["scalars"].items()}})
+            for v in d.get("values", [])
+        ]
+        return cls(
+            models=list(d.get("models", [])),
+            pairs=[tuple(p) for p in d.get("pairs", [])],
+            layers=list(d.get("layers", [])),
+            data=d.get("data"),
+            metrics=dict(d.get("metrics", {})),
+            values=values,
+            skipped_metrics=list(d.get("skipped_metrics", [])),
+            warnings=list(d.get("warnings", [])),
+            run=dict(d.get("run", {})),
+            schema_version=version,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Result:
+        return cls.from_dict(json.loads(Path(path).read_text()))
