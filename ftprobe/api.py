@@ -103,8 +103,14 @@ def select_metrics(
             skipped.append({"metric": name, "reason": msg})
             notice(f"skipped {msg}")
             continue
-        opts = {**{k: v for pat, o in options.items() if fnmatch.fnmatchcase(name, pat) for k, v in o.items()},
-                **explicit_opts.get(name, {})}
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        opts: dict[str, Any] = {}
+        for pat, o in options.items():
+            if pat == name:
+                opts.update(o)
+            elif any(c in pat for c in "*?[") and fnmatch.fnmatchcase(name, pat):
+                opts.update({k: v for k, v in o.items() if k in accepted})  # a glob sets only what a metric takes
+        opts.update(explicit_opts.get(name, {}))
         _check_options(name, cls, opts)
         spec = specs[name]
         requests.append(MetricRequest(name, cls, opts, spec.provider, spec.version))

@@ -24,7 +24,8 @@ class App:
         if self._out is None:
             from rich.console import Console
 
-            self._out = Console(file=sys.stdout, soft_wrap=True)
+            # Piped output (files, CI logs) gets a wide fixed width so tables of many columns stay readable.
+            self._out = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
         return self._out
 
     @property

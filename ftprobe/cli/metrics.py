@@ -18,8 +18,9 @@ def metrics(app: App, disabled: tuple[str, ...]) -> None:
     from ftprobe.core.registry import metric_specs
 
     table = Table(title="metrics", title_justify="left")
-    for col in ("name", "provider", "version", "needs", "scope", "description"):
-        table.add_column(col)
+    for col in ("name", "provider", "version", "needs", "scope"):
+        table.add_column(col, no_wrap=col in ("name", "provider"))
+    table.add_column("description", ratio=1)
     for name, spec in sorted(metric_specs(disabled).items()):
         try:
             cls = spec.load()

@@ -386,7 +386,7 @@ class Engine:
 
     def result(self, stats: Mapping[str, Any], **extra: Any) -> Result:
         return Result(
-            models=[{"label": e.label, **e.info} for e in self.models],
+            models=[{**e.info, "label": e.label} for e in self.models],
             pairs=[(self.models[b].label, self.models[t].label) for b, t in self.pairs],
             layers=self.layer_records(),
             metrics=self.metric_records(),

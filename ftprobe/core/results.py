@@ -74,6 +74,17 @@ def _json_float(x: float) -> Any:
     return x if math.isfinite(x) else str(x)
 
 
+def _finite_or_null(x: Any) -> Any:
+    """Arrays: non-finite numbers become ``null`` (JSON has no NaN/Inf; readers get ``None``)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, list):
+        return [_finite_or_null(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _finite_or_null(v) for k, v in x.items()}
+    return x
+
+
 def _from_json_float(x: Any) -> float:
     return float(x)
 
@@ -144,6 +155,7 @@ class Result:
         d["pairs"] = [list(p) for p in self.pairs]
         for v in d["values"]:
             v["scalars"] = {k: _json_float(x) for k, x in v["scalars"].items()}
+            v["arrays"] = _finite_or_null(_to_jsonable(v["arrays"]))
         return {"schema_version": d.pop("schema_version"), **d}
 
     def to_json(self, indent: int | None = 1) -> str:

@@ -1,0 +1,229 @@
+"""Data sources: :func:`open_data` turns a folder, a CSV file, a torch Dataset, a DataLoader or an iterable of batches
+into a :class:`DataSource` that yields :class:`~ftprobe.data.loaders.Batch` records with global sample indices.
+
+Files are decoded by ftprobe (``preprocess`` and ``size`` apply); tensors from a user's Dataset, DataLoader or
+iterable are used as supplied (only PIL images returned by a Dataset go through ``preprocess``/``size``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ftprobe.core.errors import DataError
+from ftprobe.data.loaders import Batch, FileDataset, IndexedDataset, collate_samples, rebatch, split_item
+from ftprobe.data.transforms import ImageTransform, Preset
+
+__all__ = ["DataSource", "DatasetSource", "FileSource"]
+
+
+class DataSource:
+    """Where the images come from; iterate with :meth:`batches`. Build it with :func:`open_data`.
+
+    Attributes:
+        kind: ``"image_folder"``, ``"flat_folder"``, ``"csv"``, ``"dataset"``, ``"iterable_dataset"``, ``"dataloader"``
+            or ``"iterable"``.
+        root: the folder or CSV path (``None`` for in-memory sources).
+        num_samples: samples the source will try to yield (after ``limit``, before skipping), ``None`` if unknown.
+        batch_size: samples per batch (``None`` if the user's loader does not say).
+        skipped: ``(path, reason)`` for every unreadable file seen so far in the current pass (grows while iterating).
+    """
+
+    kind: str = "?"
+    root: str | None = None
+
+    def __init__(self, transform: ImageTransform, limit: int | None, seed: int, batch_size: int | None) -> None:
+        self.transform = transform
+        self.limit, self.seed, self.batch_size = limit, seed, batch_size
+        self._classes: tuple[str, ...] = ()
+        self._multilabel = False
+        self._has_labels = False
+        self.num_samples: int | None = None
+        self.skipped: list[tuple[str, str]] = []
+        self._extra: dict[str, Any] = {}
+
+    def _meta(self) -> None:
+        """Hook: make sure label metadata is known (a stream peeks at its first batch)."""
+
+    @property
+    def preset(self) -> Preset:
+        """The normalisation preset applied to images decoded by ftprobe."""
+        return self.transform.preset
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether batches carry labels."""
+        self._meta()
+        return self._has_labels
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether labels are ``(N, K)`` multi-hot."""
+        self._meta()
+        return self._multilabel
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in label-index order (empty when unknown)."""
+        self._meta()
+        return self._classes
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes, ``None`` when unknown (no labels, or a user source that does not say)."""
+        return len(self.classes) if self.classes else None
+
+    def path_of(self, i: int) -> str | None:
+        """The file behind global sample index ``i``, ``None`` when the source is not file-backed."""
+        return None
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield the batches of one pass; raise :class:`DataError` at the end if not a single sample was readable."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able provenance, recorded in results."""
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "root": self.root,
+            "num_samples": self.num_samples,
+            "num_classes": self.num_classes,
+            "classes": list(self.classes),
+            "multilabel": self.multilabel,
+            "has_labels": self.has_labels,
+            "batch_size": self.batch_size,
+            "preprocess": self.transform.to_dict(),
+            "limit": self.limit,
+            "seed": self.seed,
+            "skipped": len(self.skipped),
+        }
+        d.update(self._extra)
+        return d
+
+    def __repr__(self) -> str:
+        return f"<DataSource {self.kind} root={self.root!r} num_samples={self.num_samples}>"
+
+    def _empty_error(self, looked: str) -> DataError:
+        first = "; ".join(f"{p}: {r}" for p, r in self.skipped[:3])
+        extra = f" First problems: {first}." if first else ""
+        return DataError(f"No readable sample in {looked}.{extra} Check the files, or point --data elsewhere.")
+
+
+def _subset(n: int, limit: int | None, seed: int) -> list[int]:
+    """A seeded random subset of ``limit`` positions out of ``n``, in increasing order (all of them if no limit)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=g)[:limit].tolist())
+
+
+class _IndexedSource(DataSource):
+    """Shared by file-backed and map-style Dataset sources: a DataLoader over selected global indices."""
+
+    def __init__(self, dataset: Dataset[Any], n: int, workers: int, pin_memory: bool, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._dataset, self._workers = dataset, workers
+        self._pin = pin_memory and torch.cuda.is_available()
+        self._selected = _subset(n, self.limit, self.seed)
+        self._scan_skipped: list[tuple[str, str]] = []
+        self.num_samples = len(self._selected)
+
+    def _loader(self) -> DataLoader:  # type: ignore[type-arg]
+        return DataLoader(
+            self._dataset,
+            batch_size=self.batch_size,
+            sampler=self._selected,
+            num_workers=self._workers,
+            pin_memory=self._pin,
+            collate_fn=collate_samples,
+        )
+
+    def _parts(self) -> Iterator[Batch]:
+        for raw in self._loader():
+            self.skipped.extend(raw["skipped"])
+            if raw["x"] is not None:
+                yield Batch(raw["x"], raw["labels"], raw["index"])
+
+    def batches(self) -> Iterator[Batch]:
+        self.skipped = list(self._scan_skipped)
+        seen = 0
+        for b in rebatch(self._parts(), self.batch_size or 1):
+            seen += len(b)
+            yield b
+        if seen == 0:
+            raise self._empty_error(f"{self.root or 'the dataset'} ({self.num_samples} samples tried)")
+
+
+class FileSource(_IndexedSource):
+    """Image files from a folder scan or a CSV table; ``path_of`` maps every global index back to its file."""
+
+    def __init__(
+        self,
+        kind: str,
+        root: str,
+        paths: list[str],
+        labels: Tensor | None,
+        classes: tuple[str, ...],
+        scan_skipped: list[tuple[str, str]],
+        **kw: Any,
+    ) -> None:
+        super().__init__(FileDataset(paths, labels, kw["transform"]), len(paths), **kw)
+        self.kind, self.root, self._paths = kind, root, paths
+        self._has_labels = labels is not None
+        self._multilabel = labels is not None and labels.dim() == 2
+        self._classes = classes
+        self._scan_skipped = list(scan_skipped)
+        self.skipped = list(scan_skipped)
+        self._extra["num_found"] = len(paths)
+
+    def path_of(self, i: int) -> str | None:
+        i = int(i)
+        return self._paths[i] if 0 <= i < len(self._paths) else None
+
+
+class DatasetSource(_IndexedSource):
+    """A user's map-style Dataset of ``(image, label)``; ``path_of`` uses its ``samples``/``imgs`` when present."""
+
+    kind = "dataset"
+
+    def __init__(self, dataset: Any, **kw: Any) -> None:
+        try:
+            n = len(dataset)
+        except TypeError:
+            raise DataError("a map-style Dataset needs __len__; wrap it in a DataLoader instead.") from None
+        super().__init__(IndexedDataset(dataset, kw["transform"], functools.partial(_path_in, dataset)), n, **kw)
+        self._user = dataset
+        self._classes = _classes_of(dataset)
+        self._extra["type"] = type(dataset).__name__
+        self._extra["preprocess_applies_to"] = "PIL images returned by the dataset; tensors are used as supplied"
+        first = next((dataset[i] for i in self._selected[:1]), None)  # one peek: labels must be known before a run
+        label = None if first is None else split_item(first)[1]
+        self._has_labels = label is not None
+        if label is not None and torch.as_tensor(label).dim() == 1:
+            self._multilabel = True
+            self._classes = self._classes or tuple(str(k) for k in range(torch.as_tensor(label).numel()))
+
+    def path_of(self, i: int) -> str | None:
+        return _path_in(self._user, int(i))
+
+
+def _classes_of(dataset: Any) -> tuple[str, ...]:
+    classes = getattr(dataset, "classes", None)
+    if isinstance(classes, (list, tuple)) and classes and all(isinstance(c, str) for c in classes):
+        return tuple(classes)
+    return ()
+
+
+def _path_in(dataset: Any, i: int) -> str | None:
+    samples = getattr(dataset, "samples", None) or getattr(dataset, "imgs", None)
+    if isinstance(samples, (list, tuple)) and 0 <= i < len(samples):
+        entry = samples[i]
+        path = entry[0] if isinstance(entry, (list, tuple)) and entry else entry
+        return os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    return None
