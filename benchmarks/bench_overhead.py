@@ -1,0 +1,65 @@
+"""Full analysis against the floor: four metrics on the study's 12 GoogLeNet layers (by their Lucid aliases),
+256 generated images at 224 px, batch 32, a random-init base and a perturbed copy.
+
+    python benchmarks/bench_overhead.py [--images 256] [--size 224] [--repeats 3]
+
+Prints the time of the full analysis as a ratio to the floor (both models forward over the same data, nothing
+else), medians of alternated runs in one process, and the peak memory of each measured in a fresh process.
+Target: time ratio at most 1.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _common as c  # noqa: E402
+
+import ftprobe  # noqa: E402
+
+
+def analysis(base, tuned, data) -> ftprobe.Result:
+    return ftprobe.compare(base, tuned, data=data, layers=c.STUDY_LAYERS, device="cpu",
+                           metrics="cka,weight_l2,topk_overlap,class_concentration")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", type=int, default=256)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--mode", choices=["floor", "analysis"])
+    p.add_argument("--measure-memory", action="store_true")
+    a = p.parse_args()
+    base, tuned = c.googlenet_pair()
+    data = c.loader(a.images, a.size, a.batch_size)
+    if a.measure_memory:
+        before = c.own_peak_rss_mib()
+        c.floor([base, tuned], data) if a.mode == "floor" else analysis(base, tuned, data)
+        print(json.dumps({"peak_rss_mib": c.own_peak_rss_mib(), "before_mib": before}))
+        return
+    analysis(base, tuned, c.loader(a.batch_size, a.size, a.batch_size))  # warm-up (first-call kernel set-up)
+    c.floor([base, tuned], c.loader(a.batch_size, a.size, a.batch_size))
+    med = c.alternate({"floor": lambda: c.floor([base, tuned], data),
+                       "analysis": lambda: analysis(base, tuned, data)}, a.repeats)
+    args = ["--images", str(a.images), "--size", str(a.size), "--batch-size", str(a.batch_size)]
+    mem_floor = c.peak_rss_of(__file__, *args, "--mode", "floor")
+    mem_analysis = c.peak_rss_of(__file__, *args, "--mode", "analysis")
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}")
+    print(f"job: googlenet ×2, {len(c.STUDY_LAYERS)} layers, {a.images} images at {a.size} px, batch {a.batch_size}, "
+          f"medians of {a.repeats} alternated runs")
+    print(f"time   analysis / floor = {med['analysis'] / med['floor']:.3f}   (floor {med['floor']:.2f} s)")
+    print(f"memory analysis / floor = {mem_analysis / mem_floor:.3f}   (peak RSS {mem_analysis:.0f} vs "
+          f"{mem_floor:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
