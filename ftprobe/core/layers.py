@@ -80,10 +80,10 @@ def probe(model: nn.Module, input_size: int | None = None, device: torch.device 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
     try:
         with evaluating(model), torch.no_grad():
-            model(torch.zeros(2, 3, size, size, device=device))
+            model(torch.zeros(1, 3, size, size, device=device))
     except Exception as exc:
         raise FtprobeError(
-            f"a probe forward of {type(model).__name__} on a zero batch of 2×3×{size}×{size} failed: "
+            f"a probe forward of {type(model).__name__} on a zero batch of 1×3×{size}×{size} failed: "
             f"{type(exc).__name__}: {exc}. If the model needs another input size, pass --input-size."
         ) from exc
     finally:

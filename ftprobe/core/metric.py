@@ -70,14 +70,17 @@ class Scope(str, enum.Enum):
 
 
 def _tree_map2(fn: Callable[[Tensor, Tensor], Tensor], a: Any, b: Any) -> Any:
+    """Apply ``fn`` leaf-wise to two states of the same structure; a dict key present on one side only is kept as
+    it is (states created lazily, e.g. one entry per layer, merge with an empty default)."""
     if isinstance(a, Tensor):
         return fn(a, b)
     if isinstance(a, tuple):
-        return tuple(_tree_map2(fn, x, y) for x, y in zip(a, b))
+        return tuple(_tree_map2(fn, x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, list):
-        return [_tree_map2(fn, x, y) for x, y in zip(a, b)]
+        return [_tree_map2(fn, x, y) for x, y in zip(a, b, strict=True)]
     if isinstance(a, dict):
-        return {k: _tree_map2(fn, a[k], b[k]) for k in a}
+        return {k: _tree_map2(fn, a[k], b[k]) if k in a and k in b else (a[k] if k in a else b[k])
+                for k in {**a, **b}}
     raise TypeError(f"cannot reduce a state of type {type(a).__name__}")
 
 
@@ -86,7 +89,14 @@ def _sum(a: Any, b: Any) -> Any:
 
 
 def _cat(a: Any, b: Any) -> Any:
-    return _tree_map2(lambda x, y: torch.cat([x, y]), a, b)
+    """Concatenate along the first axis; a list state is a list of chunks, and two lists are joined."""
+    if isinstance(a, list):
+        return [*a, *b]
+    if isinstance(a, dict):
+        return {k: _cat(a[k], b[k]) if k in a and k in b else (a[k] if k in a else b[k]) for k in {**a, **b}}
+    if isinstance(a, tuple):
+        return tuple(_cat(x, y) for x, y in zip(a, b, strict=True))
+    return torch.cat([a, b])
 
 
 _REDUCES: dict[str, Callable[[Any, Any], Any]] = {

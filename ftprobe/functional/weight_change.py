@@ -9,13 +9,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["filter_relative_change", "kernel_cosine", "most_changed_filters", "relative_l2_change", "weight_l2_change"]
+__all__ = [
+    "filter_relative_change",
+    "weight_change_stats", "kernel_cosine", "most_changed_filters", "relative_l2_change", "weight_l2_change"]
 
 
 def _check(w_base: Tensor, w_tuned: Tensor) -> tuple[Tensor, Tensor]:
     if w_base.shape != w_tuned.shape:
         raise ValueError(f"weight shapes differ: {tuple(w_base.shape)} vs {tuple(w_tuned.shape)}")
     return w_base.detach().double(), w_tuned.detach().double()
+
+
+def weight_change_stats(w_base: Tensor, w_tuned: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every measure of one kernel pair from a single float64 conversion (what the metric class uses).
+
+    Returns:
+        ``(l2, base_norm, cosine, r)``: ``‖ΔW‖_F``, ``‖W_base‖_F``, the kernel cosine and the per-filter ``r_c``.
+    """
+    b, t = _check(w_base, w_tuned)
+    d = t - b
+    base_norm = torch.linalg.vector_norm(b)
+    cosine = torch.dot(b.flatten(), t.flatten()) / (base_norm * torch.linalg.vector_norm(t))
+    r = d.abs().flatten(1).mean(dim=1) / b.abs().flatten(1).mean(dim=1)
+    return torch.linalg.vector_norm(d), base_norm, cosine, r
 
 
 def weight_l2_change(w_base: Tensor, w_tuned: Tensor) -> Tensor:

@@ -10,12 +10,7 @@ from torch import Tensor, nn
 
 from ftprobe.core.errors import MetricNeedsError
 from ftprobe.core.metric import Metric, Need, Scope, WeightStep
-from ftprobe.functional.weight_change import (
-    filter_relative_change,
-    kernel_cosine,
-    most_changed_filters,
-    weight_l2_change,
-)
+from ftprobe.functional.weight_change import most_changed_filters, weight_change_stats
 
 _KINDS: dict[str, tuple[type[nn.Module], ...]] = {
     "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d),
@@ -97,10 +92,10 @@ class WeightChange(Metric):
                 offsets.append(offsets[-1])
                 continue
             replaced.append(False)
-            l2.append(weight_l2_change(wb, wt))
-            norm.append(torch.linalg.vector_norm(wb.detach().double()))
-            cos.append(kernel_cosine(wb, wt) if self.cosine else torch.tensor(float("nan"), dtype=torch.float64))
-            r = filter_relative_change(wb, wt)
+            d_l2, b_norm, cosine, r = weight_change_stats(wb, wt)
+            l2.append(d_l2)
+            norm.append(b_norm)
+            cos.append(cosine if self.cosine else torch.tensor(float("nan"), dtype=torch.float64))
             filt.append(r)
             offsets.append(offsets[-1] + r.numel())
         if not names:
