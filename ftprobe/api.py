@@ -243,16 +243,37 @@ def compare(
         data_info = src.describe() if src is not None else None
         if data_info is not None and src.skipped:
             data_info["skipped_files"] = [{"path": p, "reason": r} for p, r in src.skipped]
-        return engine.result(
+        result = engine.result(
             stats,
             data=data_info,
             skipped_metrics=skipped,
             run={"batch_size": batch_size, "limit": limit, "seed": seed, "pairs": pairs,
                  "versions": _versions()},
         )
+        if src is not None and result.data is not None:
+            result.data["index_paths"] = _index_paths(result, src)
+        return result
     finally:
         for module, dev0 in restore:
             module.to(dev0)
+
+
+def _index_paths(result: Result, src: Any) -> dict[str, str]:
+    """Global sample index → file path for every index a result refers to (top-k images), for grids and reports."""
+    wanted: set[int] = set()
+    stack = [a for v in result.values for k, a in v.arrays.items() if "index" in k]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int) and item >= 0:
+            wanted.add(item)
+    out = {}
+    for i in sorted(wanted):
+        path = src.path_of(i)
+        if path is not None:
+            out[str(i)] = str(path)
+    return out
 
 
 def _versions() -> dict[str, str]:
