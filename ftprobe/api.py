@@ -7,11 +7,14 @@ import fnmatch
 import inspect
 import itertools
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .core.checkpoint import Checkpointer, fingerprint
+from .core.distributed import gather_list, init_from_env, merge_metrics, reduce_stats
 from .core.engine import Engine, MetricRequest, ModelEntry
 from .core.errors import FtprobeError, MetricNeedsError
 from .core.metric import Metric, Need, RunContext
@@ -158,6 +161,10 @@ def compare(
     notice: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int | None], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    amp: str | None = None,
 ) -> Result:
     """Compare a base model with one or more fine-tuned versions, layer by layer, in one pass over ``data``.
 
@@ -172,6 +179,12 @@ def compare(
         pairs: ``"first"`` (each tuned model against the base) or ``"all"``.
         arch: the architecture of state-dict checkpoints, for all models or one per model.
         trust: allow loading pickled whole modules (runs code from the file).
+        checkpoint: a file for the pass's state: saved every ``checkpoint_every`` batches and on Ctrl-C, removed
+            when the run completes; ``resume=True`` continues from it (the job must be the same).
+        amp: ``"bf16"`` or ``"fp16"``: forwards under autocast (for GPUs); metric statistics stay float64.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) each rank streams a disjoint shard, metric states are merged with
+    collectives through their declared reductions, and every rank returns the merged result.
 
     Returns:
         A :class:`ftprobe.Result` (data only: ``to_dict()``, ``to_json()``, ``records()``).
@@ -188,7 +201,9 @@ def compare(
     archs = list(arch) if isinstance(arch, (list, tuple)) else [arch] * len(sources)
     if len(archs) != len(sources):
         raise FtprobeError(f"--arch was given {len(archs)} times for {len(sources)} models; give one, or one each")
-    dev = resolve_device(device)
+    if amp not in (None, "bf16", "fp16"):
+        raise FtprobeError(f"--amp must be bf16 or fp16, not {amp!r}")
+    dist_info, dev = init_from_env(resolve_device(device))
 
     loaded = []
     seen_modules: set[int] = set()
@@ -237,12 +252,39 @@ def compare(
                     input_size=input_size or (size if src is not None else None), notice=notice)
     try:
         engine.prepare(ctx)
+        data_info = src.describe() if src is not None else None
+        ckpt = start = None
+        if checkpoint is not None:
+            job = {"models": [{k: e.info.get(k) for k in ("source", "sha256", "arch")} for e in entries],
+                   "pairs": pair_idx, "layers": [r.name for r in engine.layers],
+                   "metrics": [(r.name, r.options) for r in requests], "data": data_info,
+                   "batch_size": batch_size, "world": dist_info.world}
+            ckpt = Checkpointer(Path(checkpoint), checkpoint_every, fingerprint(job), dist_info.rank)
+        elif resume:
+            raise FtprobeError("resume=True needs checkpoint=PATH (the CLI uses --out DIR/checkpoint.pt)")
+        if src is not None and dist_info.active:
+            src.shard(dist_info.rank, dist_info.world)
+        if resume and ckpt is not None:
+            saved = ckpt.load()
+            engine.load_states(saved["states"])
+            start = saved["position"]
+            if src is not None:
+                src.resume_after(int(start["last_index"]), int(start["batches"]))
+            notice(f"resuming after {start['samples']} samples ({start['batches']} batches) from {ckpt.file}")
         if on_start is not None:
             on_start(src.num_samples if (src and engine.needs_data) else None)
-        stats = engine.run(src.batches() if (src is not None and engine.needs_data) else iter(()), progress=progress)
-        data_info = src.describe() if src is not None else None
-        if data_info is not None and src.skipped:
-            data_info["skipped_files"] = [{"path": p, "reason": r} for p, r in src.skipped]
+        batches = src.batches() if (src is not None and engine.needs_data) else iter(())
+        stats = engine.run(batches, progress=progress, checkpoint=ckpt, start=start, amp=amp)
+        merge_metrics(engine.owners(), dist_info)
+        stats = reduce_stats(stats, dist_info)
+        engine.warnings = gather_list(engine.warnings, dist_info)
+        skipped_files = gather_list(list(src.skipped) if src is not None else [], dist_info)
+        if data_info is not None and skipped_files:
+            data_info["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped_files]
+        if ckpt is not None and not stats["interrupted"] and ckpt.file.exists():
+            ckpt.file.unlink()  # the run completed: a stale checkpoint must not be resumed later
+        if amp:
+            stats["amp"] = amp
         result = engine.result(
             stats,
             data=data_info,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,12 @@ _SHORTHANDS = {"k": "*", "score": "*", "cka_cross": "cka", "cka_features": "cka"
 @click.option("--size", type=click.IntRange(min=8), default=224, show_default=True,
               help="Shorter side resized to SIZE, then centre crop SIZE×SIZE.")
 @click.option("--input-size", type=int, help="Probe forward image size when no --data is given.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@click.option("--workers", default="auto", show_default=True,
+              help="DataLoader worker processes: a number, or auto (4 when streaming to a GPU, else 0).")
+@click.option("--amp", type=click.Choice(["bf16", "fp16"]), help="Forwards under autocast (GPU); statistics stay float64.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Save metric states every N batches to DIR/checkpoint.pt (always saved on Ctrl-C).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from --out DIR/checkpoint.pt.")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="METRIC.KEY=VALUE",
               help="A metric option, e.g. -o cka.estimator=minibatch -o 'topk_*.k=[100,1000]'.")
 @click.option("--k", "k", multiple=True, metavar="K", help="Top-k size(s) for top-k metrics (repeatable; 'all').")
@@ -51,7 +57,7 @@ _SHORTHANDS = {"k": "*", "score": "*", "cka_cross": "cka", "cka_features": "cka"
 def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...], metrics: str | None,
             data: str | None, pairs: str, arch: tuple[str, ...], trust_checkpoint: bool, batch_size: int,
             limit: int | None, seed: int, device: str, preprocess: str, size: int, input_size: int | None,
-            workers: int, raw_options: tuple[str, ...], k: tuple[str, ...], score: str | None,
+            workers: str, amp: str | None, checkpoint_every: int, resume: bool, raw_options: tuple[str, ...], k: tuple[str, ...], score: str | None,
             cka_cross: bool | None, cka_features: str | None, cka_estimator: str | None,
             disabled: tuple[str, ...], json_path: str | None, out_dir: str) -> None:
     """Compare BASE with each TUNED model on the selected layers, in one pass over --data.
@@ -76,6 +82,8 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
             value = value[0]
         options.setdefault(target, {})[key] = value
     quiet_json = json_path == "-"
+    if os.environ.get("RANK", "0") != "0":
+        app.quiet = True
     if quiet_json:
         app.quiet = True
     arch_arg: Any = None if not arch else (arch[0] if len(arch) == 1 else list(arch))
@@ -92,12 +100,15 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
         result = run_compare(
             base, *tuned, layers=list(layers) or None, data=data, metrics=metrics, options=options, pairs=pairs,
             arch=arch_arg, trust=trust_checkpoint, batch_size=batch_size, limit=limit, seed=seed, device=device,
-            preprocess=preprocess, size=size, input_size=input_size, workers=workers, disabled=disabled,
-            notice=app.notice, progress=lambda n: callbacks["advance"](n), on_start=on_start,
+            preprocess=preprocess, size=size, input_size=input_size, workers=_workers(workers, device),
+            disabled=disabled, notice=app.notice, progress=lambda n: callbacks["advance"](n), on_start=on_start,
+            checkpoint=Path(out_dir) / "checkpoint.pt", checkpoint_every=checkpoint_every, resume=resume, amp=amp,
         )
     finally:
         if progress_ctx is not None:
             progress_ctx.__exit__(None, None, None)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: every rank holds the merged result; rank 0 writes it
+        return
     if quiet_json:
         app.write_raw(result.to_json())
     else:
@@ -112,6 +123,21 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
         app.info(f"results written to {path}")
     if result.run.get("interrupted"):
         raise SystemExit(130)
+
+
+def _workers(value: str, device: str) -> int:
+    if value == "auto":
+        import torch
+
+        gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        return min(4, os.cpu_count() or 1) if gpu else 0
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number or auto", param_hint="--workers") from None
+    if n < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--workers")
+    return n
 
 
 def _k(v: str) -> Any:

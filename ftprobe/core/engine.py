@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .capture import Capture, LayerPlan, evaluating, split_call
+from .checkpoint import Checkpointer
 from .errors import DataError, ModelMismatch
 from .layers import LayerInfo, ResolvedLayer, natural_layers, probe, resolve_layers
 from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep
@@ -56,6 +57,16 @@ class _Slot:
     pair: tuple[int, int] | None = None
     model: int | None = None
     owner: _Slot | None = None  # another slot whose state this one shares
+
+
+def _to_device(state: Any, device: torch.device) -> Any:
+    if isinstance(state, Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: _to_device(v, device) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_device(v, device) for v in state)
+    return state
 
 
 def _sync_free_count(t: Tensor) -> Tensor:
@@ -210,22 +221,48 @@ class Engine:
             plans.append(plan)
         return plans
 
+    # -- state of the pass (checkpoint / resume / distributed merge) ---------------------------------------------
+    def owners(self) -> list[Metric]:
+        """The metric instances that hold state (shared-state followers excluded), in a fixed order."""
+        return [s.metric for s in self.slots if s.owner is None]
+
+    def dump_states(self) -> list[dict[str, Any]]:
+        return [m.state_dict() for m in self.owners()]
+
+    def load_states(self, states: list[dict[str, Any]]) -> None:
+        owners = self.owners()
+        if len(states) != len(owners):
+            raise ValueError(f"checkpoint holds {len(states)} metric states, this run has {len(owners)}")
+        for m, st in zip(owners, states):
+            m.load_state_dict(_to_device(st, self.device))
+
     def run(
         self,
         batches: Any,
         *,
         progress: Callable[[int], None] | None = None,
+        checkpoint: Checkpointer | None = None,
+        start: dict[str, Any] | None = None,
+        amp: str | None = None,
     ) -> dict[str, Any]:
         """Run the weight metrics, then stream ``batches`` (``Batch(x, labels, index)``) once through every model.
 
         Returns run statistics; metric states are left in the slots for :meth:`result`. A KeyboardInterrupt stops
-        the pass and keeps what was accumulated (``interrupted`` is True).
+        the pass and keeps what was accumulated (``interrupted`` is True), saved to ``checkpoint`` when given.
+
+        Args:
+            checkpoint: save the states every ``checkpoint.every`` batches and on interruption.
+            start: the position a resumed run starts from (its states already loaded).
+            amp: ``"bf16"`` or ``"fp16"`` to run the forwards under autocast; metric statistics stay float64.
         """
-        start = time.perf_counter()
-        stats: dict[str, Any] = {"samples": 0, "batches": 0, "interrupted": False}
+        t0 = time.perf_counter()
+        pos = dict(start or {})
+        stats: dict[str, Any] = {"samples": int(pos.get("samples", 0)), "batches": int(pos.get("batches", 0)),
+                                 "interrupted": False}
+        last_index = [int(pos.get("last_index", -1))]
         self._weight_pass()
         if not self.needs_data:
-            stats["duration_s"] = time.perf_counter() - start
+            stats["duration_s"] = time.perf_counter() - t0
             return stats
         plans = self._plans()
         order = [{i.name: k for k, i in enumerate(infos)} for infos in self._infos]
@@ -245,17 +282,27 @@ class Engine:
                 for cap in captures:
                     if cap is not None:
                         stack.enter_context(cap.attached())  # removed on success, error and Ctrl-C alike
+                if amp:
+                    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+                    stack.enter_context(torch.autocast(self.device.type, dtype=dtype))
+                last_batch = None
                 for batch in batches:
                     n = self._step(batch, captures, nonfinite)
                     stats["samples"] += n
                     stats["batches"] += 1
+                    last_batch = batch
                     if progress is not None:
                         progress(n)
+                    if checkpoint is not None and checkpoint.every and stats["batches"] % checkpoint.every == 0:
+                        self._save(checkpoint, stats, last_index, last_batch)
+                        last_batch = None
         except KeyboardInterrupt:
             stats["interrupted"] = True
-            self.warnings.append(
-                f"interrupted after {stats['samples']} samples: the values below cover only those samples"
-            )
+            msg = f"interrupted after {stats['samples']} samples: the values below cover only those samples"
+            if checkpoint is not None:
+                f = self._save(checkpoint, stats, last_index, last_batch)
+                msg += f"; the partial state is saved in {f}: run the same command with --resume to continue"
+            self.warnings.append(msg)
         for (m, layer), count in nonfinite.items():
             c = int(count)
             if c:
@@ -263,10 +310,17 @@ class Engine:
                     f"{c} non-finite values (NaN or Inf) in {self.models[m].label} at layer {layer}; "
                     "its values there are unreliable"
                 )
-        if stats["samples"] == 0 and not stats["interrupted"]:
+        if stats["samples"] == 0 and not stats["interrupted"] and not pos:
             raise DataError("the data source yielded no samples; check the path, --limit and unreadable files")
-        stats["duration_s"] = time.perf_counter() - start
+        stats["duration_s"] = time.perf_counter() - t0
+        stats["last_index"] = last_index[0]
         return stats
+
+    def _save(self, checkpoint: Checkpointer, stats: dict[str, Any], last_index: list[int], batch: Any) -> Any:
+        if batch is not None and len(batch.index):
+            last_index[0] = max(last_index[0], int(batch.index.max()))  # one sync per checkpoint, not per batch
+        position = {"samples": stats["samples"], "batches": stats["batches"], "last_index": last_index[0]}
+        return checkpoint.save(position, self.dump_states())
 
     def _step(self, batch: Any, captures: list[Capture | None], nonfinite: dict) -> int:
         x = batch.x.to(self.device, non_blocking=True)

@@ -51,6 +51,33 @@ class DataSource:
     def _meta(self) -> None:
         """Hook: make sure label metadata is known (a stream peeks at its first batch)."""
 
+    # -- sharding and resuming (distributed runs, checkpoints) -----------------------------------------------------
+    _shard: tuple[int, int] = (0, 1)
+    _skip_batches: int = 0
+
+    def shard(self, rank: int, world: int) -> None:
+        """Keep only this rank's disjoint part of the data: a contiguous block of the selected samples for indexed
+        sources, every ``world``-th batch (from ``rank``) for streams whose length is unknown."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is outside a world of {world}")
+        self._shard = (rank, world)
+
+    def resume_after(self, last_index: int, batches_done: int) -> None:
+        """Continue a checkpointed pass: skip what was already consumed (by batch count for streams)."""
+        self._skip_batches = batches_done
+
+    def _sharded(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """Streams: round-robin batches across ranks, then skip batches already done."""
+        rank, world = self._shard
+        k = 0
+        for i, b in enumerate(batches):
+            if i % world != rank:
+                continue
+            k += 1
+            if k <= self._skip_batches:
+                continue
+            yield b
+
     @property
     def preset(self) -> Preset:
         """The normalisation preset applied to images decoded by ftprobe."""
@@ -134,6 +161,19 @@ class _IndexedSource(DataSource):
         self._scan_skipped: list[tuple[str, str]] = []
         self.num_samples = len(self._selected)
 
+    def shard(self, rank: int, world: int) -> None:
+        super().shard(rank, world)
+        n = len(self._selected)
+        lo, hi = n * rank // world, n * (rank + 1) // world  # contiguous, disjoint, no padded duplicates
+        self._selected = self._selected[lo:hi]
+        self.num_samples = len(self._selected)
+
+    def resume_after(self, last_index: int, batches_done: int) -> None:
+        # Selected indices are increasing and batches keep that order, so everything up to last_index is done.
+        self._selected = [i for i in self._selected if i > last_index]
+        self.num_samples = len(self._selected)
+        self._resumed = True
+
     def _loader(self) -> DataLoader:  # type: ignore[type-arg]
         return DataLoader(
             self._dataset,
@@ -156,7 +196,7 @@ class _IndexedSource(DataSource):
         for b in rebatch(self._parts(), self.batch_size or 1):
             seen += len(b)
             yield b
-        if seen == 0:
+        if seen == 0 and not getattr(self, "_resumed", False) and self._shard[1] == 1:
             raise self._empty_error(f"{self.root or 'the dataset'} ({self.num_samples} samples tried)")
 
 

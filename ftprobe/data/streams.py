@@ -107,6 +107,9 @@ class LoaderSource(DataSource):
         return iter(self._source)
 
     def batches(self) -> Iterator[Batch]:
+        return self._sharded(self._batches())
+
+    def _batches(self) -> Iterator[Batch]:
         self.skipped = []
         offset = seen = 0
         warned = False
