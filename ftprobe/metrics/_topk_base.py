@@ -123,7 +123,13 @@ class TopKMetricBase(Metric):
                 f"{self.name} needs class labels but the data has none. Pass a labelled dataset: class "
                 "sub-folders (DATA/<class>/<image>) or a CSV with a label column."
             )
-        if ctx.num_classes is None or ctx.num_classes < 2:
+        if ctx.num_classes is None:
+            raise MetricNeedsError(
+                f"{self.name} needs the number of classes, and this data source does not say it (a DataLoader over a "
+                f"dataset without a `classes` attribute): pass -o {self.name}.num_classes=N "
+                f"(options={{'{self.name}': {{'num_classes': N}}}} in Python)."
+            )
+        if ctx.num_classes < 2:
             raise MetricNeedsError(
                 f"{self.name} needs at least 2 classes to measure concentration, the data has {ctx.num_classes}. "
                 "Check the label column or the class sub-folders of the dataset."

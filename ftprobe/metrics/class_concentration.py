@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
 
 from ftprobe.core.errors import MetricNeedsError
-from ftprobe.core.metric import Metric, Need
+from ftprobe.core.metric import Metric, Need, RunContext
 from ftprobe.functional.concentration import class_histogram, dominant_class, gini, normalized_entropy
 from ftprobe.functional.topk import KSpec, alive_channels, topk_prefix
 from ftprobe.metrics._topk_base import TopKMetricBase, summarize
@@ -52,11 +54,24 @@ class ClassConcentration(TopKMetricBase):
         positive_only: bool = True,
         max_memory_gb: float = 4.0,
         measure: str = "entropy",
+        num_classes: int | None = None,
     ) -> None:
         super().__init__(k=k, score=score, positive_only=positive_only, max_memory_gb=max_memory_gb)
         if measure not in _MEASURES:
             raise MetricNeedsError(f"{self.name}: measure={measure!r} is unknown; use measure='entropy' or 'gini'")
         self.measure = measure
+        self.num_classes = num_classes
+
+    def setup(self, ctx: RunContext) -> list[str]:
+        """``num_classes`` supplies the class count when the data cannot say it (a plain DataLoader)."""
+        if self.num_classes is not None:
+            if ctx.num_classes is not None and ctx.num_classes != self.num_classes:
+                raise MetricNeedsError(
+                    f"{self.name}: num_classes={self.num_classes} but the data has {ctx.num_classes} classes; "
+                    "drop the option or make them agree"
+                )
+            ctx = dataclasses.replace(ctx, num_classes=int(self.num_classes))
+        return super().setup(ctx)
 
     def _pair_key(self) -> tuple[Hashable, ...]:
         return (*super()._pair_key(), self.measure)

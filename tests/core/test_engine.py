@@ -206,3 +206,14 @@ def test_user_module_device_is_restored(tiny_pair):
     assert next(base.parameters()).device.type == "cpu"
 
 
+
+
+def test_class_count_of_a_plain_stream_comes_from_an_option(tiny_pair):
+    base, tuned = tiny_pair
+    batches = [(torch.randn(8, 3, 16, 16), torch.randint(0, 4, (8,)))]
+    with pytest.raises(MetricNeedsError, match="num_classes=N"):
+        ftprobe.compare(base, tuned, data=batches, metrics="class_concentration", layers="mixed3a")
+    r = ftprobe.compare(base, tuned, data=batches, metrics="class_concentration", layers="mixed3a",
+                        options={"class_concentration": {"num_classes": 4, "k": 2}})
+    assert r.metrics["class_concentration"]["options"]["num_classes"] == 4
+    assert any(v.metric == "class_concentration" for v in r.values)
