@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import fnmatch
 import inspect
 import itertools
@@ -165,6 +166,7 @@ def compare(
     checkpoint_every: int = 0,
     resume: bool = False,
     amp: str | None = None,
+    argv: Sequence[str] | None = None,
 ) -> Result:
     """Compare a base model with one or more fine-tuned versions, layer by layer, in one pass over ``data``.
 
@@ -191,6 +193,7 @@ def compare(
     """
     from .core.loading import load_model
 
+    started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     notice = notice or (lambda msg: None)
     if len(tuned) == 1 and isinstance(tuned[0], (list, tuple)):
         tuned = tuple(tuned[0])
@@ -279,7 +282,7 @@ def compare(
         stats = reduce_stats(stats, dist_info)
         engine.warnings = gather_list(engine.warnings, dist_info)
         skipped_files = gather_list(list(src.skipped) if src is not None else [], dist_info)
-        if data_info is not None and skipped_files:
+        if data_info is not None:
             data_info["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped_files]
         if ckpt is not None and not stats["interrupted"] and ckpt.file.exists():
             ckpt.file.unlink()  # the run completed: a stale checkpoint must not be resumed later
@@ -289,7 +292,8 @@ def compare(
             stats,
             data=data_info,
             skipped_metrics=skipped,
-            run={"batch_size": batch_size, "limit": limit, "seed": seed, "pairs": pairs,
+            run={"batch_size": batch_size, "limit": limit, "seed": seed, "pairs": pairs, "started_at": started_at,
+                 "argv": list(argv) if argv is not None else None,
                  "versions": _versions()},
         )
         if src is not None and result.data is not None:

@@ -8,6 +8,8 @@ from .app import App
 
 __all__ = ["cli", "main"]
 
+ARGV: list[str] = []  # the arguments of the running command, recorded in the result's provenance
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--quiet", "-q", is_flag=True, help="No notices and no progress bar.")
@@ -23,10 +25,14 @@ def _register() -> None:
     from .compare import compare
     from .layers import layers
     from .metrics import metrics
+    from .report import report
+    from .top_images import top_images
 
     cli.add_command(compare)
     cli.add_command(layers)
     cli.add_command(metrics)
+    cli.add_command(report)
+    cli.add_command(top_images)
 
 
 _register()
@@ -38,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from ftprobe.core.errors import FtprobeError
 
+    global ARGV
+    ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="ftprobe", standalone_mode=False)
     except click.exceptions.Abort:

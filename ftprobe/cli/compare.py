@@ -52,7 +52,7 @@ _SHORTHANDS = {"k": "*", "score": "*", "cka_cross": "cka", "cka_features": "cka"
 @click.option("--disable-metric", "disabled", multiple=True, metavar="NAME", help="Leave a metric out.")
 @click.option("--json", "json_path", metavar="PATH|-", help="Write the results as JSON to PATH ('-': stdout only).")
 @click.option("--out", "out_dir", metavar="DIR", default="ftprobe-out", show_default=True,
-              help="Folder for results.json.")
+              help="Folder for results.json, figures/ and report.html (and checkpoint.pt).")
 @click.pass_obj
 def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...], metrics: str | None,
             data: str | None, pairs: str, arch: tuple[str, ...], trust_checkpoint: bool, batch_size: int,
@@ -103,6 +103,7 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
             preprocess=preprocess, size=size, input_size=input_size, workers=_workers(workers, device),
             disabled=disabled, notice=app.notice, progress=lambda n: callbacks["advance"](n), on_start=on_start,
             checkpoint=Path(out_dir) / "checkpoint.pt", checkpoint_every=checkpoint_every, resume=resume, amp=amp,
+            argv=_argv(),
         )
     finally:
         if progress_ctx is not None:
@@ -118,11 +119,21 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
             app.info(line)
         for w in result.warnings:
             app.warn(w)
-        path = Path(json_path) if json_path else Path(out_dir) / "results.json"
-        result.save(path)
-        app.info(f"results written to {path}")
+        if json_path:
+            app.info(f"results written to {result.save(json_path)}")
+        else:
+            from ftprobe.report import write_report
+
+            html = write_report(result, out_dir)
+            app.info(f"results, figures and report written to {Path(out_dir)} (open {html})")
     if result.run.get("interrupted"):
         raise SystemExit(130)
+
+
+def _argv() -> list[str]:
+    from . import ARGV
+
+    return ["ftprobe", *ARGV]
 
 
 def _workers(value: str, device: str) -> int:

@@ -1,0 +1,299 @@
+"""The study's figures from a :class:`~ftprobe.core.results.Result` (matplotlib, headless: ``Figure`` + Agg).
+
+Each figure is drawn only when the result holds its values: CKA per layer (a line per pair), weight change per
+module (raw and relative), top-k overlap box plots (per layer, a box per pair, mean marked), class-concentration box
+plots (per layer, a box per model), overlap against concentration (a point per channel, coloured by layer) and the
+cross-layer CKA heatmap. File names are built from indices and k, never from user-supplied names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.patches import Patch
+
+from ftprobe.core.results import Result
+
+from ._access import (
+    as_float_array,
+    k_keys,
+    layer_label,
+    layer_order,
+    model_values,
+    no_mathtext,
+    pair_label,
+    pair_values,
+    slug,
+)
+
+__all__ = ["Figure", "draw_figures"]
+
+_DPI = 100
+_MEASURES = ("entropy", "gini")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One written PNG and where it belongs in the report (``section`` is a metric name, or ``"scatter"``)."""
+
+    path: Path
+    section: str
+    title: str
+    caption: str = ""
+
+
+def _colors(n: int) -> list[tuple[float, float, float, float]]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _save(fig: MplFigure, path: Path) -> Path:
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight", format="png")
+    return path
+
+
+def _clean(x: object) -> np.ndarray:
+    a = as_float_array(x).ravel()
+    return a[~np.isnan(a)]
+
+
+def cka_per_layer(result: Result, out: Path) -> list[Figure]:
+    """CKA per layer, one line per pair (x: layers in selection order)."""
+    pairs = pair_values(result, "cka")
+    layers = [name for name in layer_order(result) if any(name in d for d in pairs.values())]
+    if not layers:
+        return []
+    fig = MplFigure(figsize=(max(5.0, 0.8 * len(layers) + 2.5), 3.6))
+    ax = fig.subplots()
+    lo = 0.0
+    for color, ((b, t), by_layer) in zip(_colors(len(pairs)), pairs.items()):
+        y = [by_layer[n].scalars.get("cka", np.nan) if n in by_layer else np.nan for n in layers]
+        ax.plot(range(len(layers)), y, "o-", color=color, label=pair_label(b, t))
+        lo = min(lo, float(np.nanmin(y)) if not np.all(np.isnan(y)) else 0.0)
+    star = next((v for v in result.values if v.metric == "cka" and v.layer == "*"), None)
+    how = ""
+    if star is not None:
+        a = star.arrays
+        how = ", ".join(str(a[k]) for k in ("kernel", "estimator", "features") if isinstance(a.get(k), str))
+    ax.set_xticks(range(len(layers)), [layer_label(result, n) for n in layers], rotation=30, ha="right")
+    ax.set_ylabel("CKA" + (f" ({how})" if how else ""))
+    ax.set_ylim(min(lo, 0.0) - 0.02, 1.02)  # never clipped: values outside [0, 1] widen the axis
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("CKA between the models' features, per layer")
+    path = _save(fig, out / "cka_per_layer.png")
+    return [Figure(path, "cka", "CKA per layer", "One line per pair; 1 = same representation (up to rotation).")]
+
+
+def weight_change(result: Result, out: Path) -> list[Figure]:
+    """Raw ‖ΔW‖_F and relative ‖ΔW‖/‖W_base‖ of every measured module, in layer order, one line per pair."""
+    pairs = pair_values(result, "weight_l2")
+    order = [n for n in layer_order(result) if any(n in d and d[n].arrays.get("modules") for d in pairs.values())]
+    if not order:
+        return []
+    modules: list[str] = []
+    spans: list[tuple[str, int, int]] = []
+    for name in order:
+        first = len(modules)
+        for d in pairs.values():
+            for m in d[name].arrays.get("modules", []) if name in d else []:
+                if m not in modules:
+                    modules.append(m)
+        spans.append((name, first, len(modules)))
+    n = len(modules)
+    fig = MplFigure(figsize=(max(6.0, 0.22 * n + 2.5), 6.0))
+    axes = fig.subplots(2, 1, sharex=True)
+    for color, ((b, t), by_layer) in zip(_colors(len(pairs)), pairs.items()):
+        raw, rel = np.full(n, np.nan), np.full(n, np.nan)
+        for v in by_layer.values():
+            names = v.arrays.get("modules", [])
+            for key, dest in (("module_l2", raw), ("module_relative", rel)):
+                vals = as_float_array(v.arrays.get(key, []))
+                for m, x in zip(names, vals):
+                    dest[modules.index(m)] = x
+        axes[0].plot(range(n), raw, "o-", ms=3, color=color, label=pair_label(b, t))
+        axes[1].plot(range(n), rel, "o-", ms=3, color=color)
+    for i, (name, a, z) in enumerate(spans):
+        for ax in axes:
+            if i % 2:
+                ax.axvspan(a - 0.5, z - 0.5, color="0.92", zorder=0)
+        axes[0].text((a + z - 1) / 2, 1.01, layer_label(result, name), transform=axes[0].get_xaxis_transform(),
+                     ha="center", va="bottom", fontsize=7)
+    short = [m.split(".", 1)[1] if "." in m and any(m.startswith(s + ".") for s, _, _ in spans) else m
+             for m in modules]
+    axes[1].set_xticks(range(n), short, rotation=90, fontsize=6 if n > 40 else 7)
+    axes[0].set_ylabel("‖W_tuned − W_base‖_F")
+    axes[1].set_ylabel("relative ‖ΔW‖ / ‖W_base‖")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="upper left")
+    axes[0].set_title("Weight change per module (biases ignored)", pad=18)
+    path = _save(fig, out / "weight_change.png")
+    return [Figure(path, "weight_l2", "Weight change per module",
+                   f"{n} modules in layer order (shaded bands: layers); gaps are replaced modules (other shape).")]
+
+
+def _boxes(ax: object, groups: Sequence[str], series: dict[str, list[np.ndarray]]) -> None:
+    """Grouped box plots: one group per layer, one box per series (pair or model), means as white diamonds."""
+    names = list(series)
+    width = 0.8 / max(1, len(names))
+    for j, (name, color) in enumerate(zip(names, _colors(len(names)))):
+        pos = [i + (j - (len(names) - 1) / 2) * width for i in range(len(groups))]
+        data = [d if d.size else np.array([np.nan]) for d in series[name]]
+        bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showmeans=True, showfliers=True,
+                        meanprops=dict(marker="D", markerfacecolor="white", markeredgecolor="black", markersize=4),
+                        flierprops=dict(marker=".", markersize=2, alpha=0.4), medianprops=dict(color="black"))
+        for box in bp["boxes"]:
+            box.set_facecolor(color)
+            box.set_alpha(0.75)
+    ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(facecolor=c, alpha=0.75, label=n) for n, c in zip(names, _colors(len(names)))]
+    ax.legend(handles=handles, fontsize=8)
+
+
+def topk_overlap(result: Result, out: Path) -> list[Figure]:
+    """Per k: box plots over channels of the overlap (percent), per layer, a box per pair."""
+    pairs = pair_values(result, "topk_overlap")
+    figs: list[Figure] = []
+    for k in k_keys([v for d in pairs.values() for v in d.values()], "overlap"):
+        layers = [n for n in layer_order(result) if any(f"overlap@{k}" in d.get(n, _NO).arrays for d in pairs.values())]
+        series = {pair_label(b, t): [_clean(d[n].arrays.get(f"overlap@{k}")) if n in d else np.zeros(0)
+                                     for n in layers] for (b, t), d in pairs.items()}
+        fig = MplFigure(figsize=(max(5.0, 1.0 * len(layers) * max(1, len(series)) ** 0.5 + 2.5), 3.8))
+        ax = fig.subplots()
+        _boxes(ax, [layer_label(result, n) for n in layers], series)
+        ax.set_ylabel(f"top-{k} overlap (%)")
+        ax.set_ylim(-3, 103)
+        ax.set_title(f"Overlap of each channel's top-{k} images, base vs tuned")
+        path = _save(fig, out / f"topk_overlap_k{slug(k)}.png")
+        figs.append(Figure(path, "topk_overlap", f"Top-{k} overlap per layer",
+                           "Box over channels (quartiles, whiskers 1.5 IQR); diamond = mean. Channels with no "
+                           "positive image count as 0."))
+    return figs
+
+
+class _Empty:
+    arrays: dict = {}
+
+
+_NO = _Empty()
+
+
+def _measure(values: Sequence[object]) -> str:
+    for v in values:
+        for key in v.arrays:  # type: ignore[attr-defined]
+            for m in _MEASURES:
+                if key.startswith(m + "@"):
+                    return m
+    return "entropy"
+
+
+def class_concentration(result: Result, out: Path) -> list[Figure]:
+    """Per k: box plots over alive channels of the normalised entropy (or Gini), per layer, a box per model."""
+    models = model_values(result, "class_concentration")
+    vals = [v for d in models.values() for v in d.values()]
+    measure = _measure(vals)
+    figs: list[Figure] = []
+    for k in k_keys(vals, measure):
+        key = f"{measure}@{k}"
+        layers = [n for n in layer_order(result) if any(key in d.get(n, _NO).arrays for d in models.values())]
+        series = {m: [_clean(d[n].arrays.get(key)) if n in d else np.zeros(0) for n in layers]
+                  for m, d in models.items()}
+        fig = MplFigure(figsize=(max(5.0, 1.0 * len(layers) * max(1, len(series)) ** 0.5 + 2.5), 3.8))
+        ax = fig.subplots()
+        _boxes(ax, [layer_label(result, n) for n in layers], series)
+        ax.set_ylabel("normalised entropy" if measure == "entropy" else "Gini")
+        ax.set_title(f"Class concentration of each channel's top-{k} images (low = few classes)")
+        path = _save(fig, out / f"class_concentration_k{slug(k)}.png")
+        figs.append(Figure(path, "class_concentration", f"Class concentration of the top-{k} images",
+                           "Box over channels with at least one positive image; diamond = mean."))
+    return figs
+
+
+def overlap_vs_concentration(result: Result, out: Path) -> list[Figure]:
+    """Per k: for each pair, overlap (x) against the tuned model's concentration (y), one point per channel."""
+    pairs = pair_values(result, "topk_overlap")
+    models = model_values(result, "class_concentration")
+    measure = _measure([v for d in models.values() for v in d.values()])
+    figs: list[Figure] = []
+    for k in k_keys([v for d in pairs.values() for v in d.values()], "overlap"):
+        usable = [(b, t) for (b, t), d in pairs.items() if t in models
+                  and any(f"{measure}@{k}" in models[t].get(n, _NO).arrays for n in d)]
+        if not usable:
+            continue
+        layers = [n for n in layer_order(result) if any(n in pairs[p] for p in usable)]
+        colors = dict(zip(layers, _colors(len(layers))))
+        fig = MplFigure(figsize=(4.6 * len(usable) + 1.6, 4.0))
+        axes = np.atleast_1d(fig.subplots(1, len(usable), sharey=True))
+        for ax, (b, t) in zip(axes, usable):
+            for n in layers:
+                if n not in pairs[(b, t)] or n not in models[t]:
+                    continue
+                x = as_float_array(pairs[(b, t)][n].arrays.get(f"overlap@{k}"))
+                y = as_float_array(models[t][n].arrays.get(f"{measure}@{k}"))
+                if x.shape != y.shape:
+                    continue
+                ok = ~np.isnan(x) & ~np.isnan(y)
+                ax.scatter(x[ok], y[ok], s=9, alpha=0.6, color=colors[n], label=layer_label(result, n))
+            ax.set_xlabel(f"top-{k} overlap (%), {pair_label(b, t)}")
+            ax.set_xlim(-3, 103)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(("normalised entropy" if measure == "entropy" else "Gini") + " (tuned model)")
+        axes[-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.suptitle(f"Overlap against class concentration, one point per channel (k={k})")
+        path = _save(fig, out / f"overlap_vs_concentration_k{slug(k)}.png")
+        figs.append(Figure(path, "scatter", f"Overlap against concentration (k={k})",
+                           "Channels with no positive image in the tuned model are left out."))
+    return figs
+
+
+def cka_cross(result: Result, out: Path) -> list[Figure]:
+    """The cross-layer CKA matrix (base layer × tuned layer), one heatmap per pair, when it was computed."""
+    stars = [v for v in result.values if v.metric == "cka" and v.layer == "*" and v.scope == "pair"
+             and v.arrays.get("cka_cross") is not None]
+    figs: list[Figure] = []
+    for i, v in enumerate(stars):
+        mat = as_float_array(v.arrays["cka_cross"])
+        if mat.ndim != 2 or not mat.size:
+            continue
+        names = [layer_label(result, n) for n in v.arrays.get("layers", [])] or [str(j) for j in range(len(mat))]
+        side = max(4.0, 0.55 * len(names) + 2.5)
+        fig = MplFigure(figsize=(side + 1.0, side))
+        ax = fig.subplots()
+        im = ax.imshow(mat, cmap="viridis", vmin=min(0.0, float(np.nanmin(mat))), vmax=max(1.0, float(np.nanmax(mat))))
+        ax.set_xticks(range(mat.shape[1]), names[: mat.shape[1]], rotation=45, ha="right")
+        ax.set_yticks(range(mat.shape[0]), names[: mat.shape[0]])
+        ax.set_xlabel(f"{v.tuned} (tuned) layer")
+        ax.set_ylabel(f"{v.base} (base) layer")
+        if mat.size <= 196:
+            for (r, c), x in np.ndenumerate(mat):
+                ax.text(c, r, "" if np.isnan(x) else f"{x:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if x < 0.6 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="CKA")
+        ax.set_title(f"Cross-layer CKA, {pair_label(v.base, v.tuned)}")
+        path = _save(fig, out / f"cka_cross_pair{i + 1}.png")
+        figs.append(Figure(path, "cka", f"Cross-layer CKA ({pair_label(v.base, v.tuned)})",
+                           "Rows: base layers; columns: tuned layers; the diagonal is the per-layer CKA."))
+    return figs
+
+
+DRAWERS = (cka_per_layer, cka_cross, weight_change, topk_overlap, class_concentration, overlap_vs_concentration)
+
+
+@no_mathtext
+def draw_figures(result: Result, out_dir: str | Path) -> list[Figure]:
+    """Draw every metric figure the result has values for into ``out_dir`` (created); grids are separate."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figs: list[Figure] = []
+    for draw in DRAWERS:
+        figs.extend(draw(result, out))
+    return figs

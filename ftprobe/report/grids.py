@@ -1,0 +1,271 @@
+"""Grids of each channel's top-k images, base and tuned side by side (PAPER.md, Visualisation).
+
+The images come from ``result.data["index_paths"]`` (global sample index → file) and the per-model arrays
+``topk_index@K`` of ``topk_overlap`` (``(C, W)``, ``-1`` = none). An image that is also in the other model's
+top-K set gets an orange frame; its class label is written under it. A file that is gone or unreadable is drawn
+as a grey placeholder.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ftprobe.core.errors import FtprobeError
+from ftprobe.core.results import Result
+
+from ._access import (
+    as_float_array,
+    k_keys,
+    layer_label,
+    layer_order,
+    pair_label,
+    pair_values,
+    slug,
+)
+from .figures import Figure
+
+__all__ = ["draw_topk_grid", "render_grids", "report_channels", "topk_sets"]
+
+SHARED_COLOR = "#e66100"
+_CELL = 96
+
+
+def topk_sets(result: Result, layer: str, model: str) -> tuple[str, np.ndarray] | None:
+    """``(K, index (C, W) int64)`` of one model's top-K images at a layer, or None when not recorded."""
+    for v in result.values:
+        if v.metric == "topk_overlap" and v.scope == "model" and v.model == model and v.layer == layer:
+            ks = k_keys([v], "topk_index")
+            if ks:
+                arr = np.asarray(as_float_array(v.arrays[f"topk_index@{ks[-1]}"]), dtype=np.float64)
+                arr = np.nan_to_num(arr, nan=-1).astype(np.int64)
+                return ks[-1], arr.reshape(arr.shape[0], -1) if arr.size else arr.reshape(0, 0)
+    return None
+
+
+def _thumb(path: str | None) -> np.ndarray | None:
+    """A square ``(_CELL, _CELL, 3)`` uint8 centre crop of an image file, None when missing or unreadable."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _thumb_cached(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _thumb_cached(path: str, mtime_ns: int, size: int) -> np.ndarray | None:
+    try:
+        from PIL import Image, ImageOps
+
+        with Image.open(path) as img:
+            return np.asarray(ImageOps.fit(img.convert("RGB"), (_CELL, _CELL)))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # missing, truncated, not an image
+        return None
+
+
+def _label_of(result: Result, index: int) -> str:
+    """The class of a sample: ``data.index_labels`` when recorded, else an ImageFolder's class folder, else the
+    file name."""
+    data = result.data or {}
+    classes = data.get("classes") or []
+    labels = (data.get("index_labels") or {}).get(str(index))
+    if labels is not None:
+        ids = labels if isinstance(labels, list) else [labels]
+        return ", ".join(classes[i] if 0 <= i < len(classes) else str(i) for i in ids) or "—"
+    path = (data.get("index_paths") or {}).get(str(index))
+    if path is None:
+        return f"#{index}"
+    p = Path(path)
+    if data.get("kind") == "image_folder" and p.parent.name in classes:
+        return p.parent.name
+    return p.name
+
+
+def _short(text: str, n: int = 16) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# Grid geometry in pixels: the images go into one numpy canvas, Pillow writes the text (no matplotlib: fast).
+_PAD, _GAP, _LABEL, _TITLE, _HEAD, _FRAME = 6, 28, 16, 20, 44, 4
+
+
+def _paste(canvas: np.ndarray, x: int, y: int, img: np.ndarray | None, shared: bool) -> None:
+    """Put one image (or the grey placeholder) at ``(x, y)``; frame it in orange when ``shared``."""
+    if shared:
+        rgb = np.array([int(SHARED_COLOR[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+        canvas[y - _FRAME : y + _CELL + _FRAME, x - _FRAME : x + _CELL + _FRAME] = rgb
+    canvas[y : y + _CELL, x : x + _CELL] = 0.6 if img is None else img / 255.0
+
+
+@functools.lru_cache(maxsize=8)
+def _font(size: int, bold: bool = False) -> Any:
+    """DejaVu Sans (shipped with matplotlib) at ``size`` pixels; Pillow's default font if it cannot be read."""
+    import matplotlib
+    from PIL import ImageFont
+
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+    except OSError:
+        return ImageFont.load_default()
+
+
+def draw_topk_grid(
+    result: Result,
+    layer: str,
+    channels: Sequence[int],
+    path: str | Path,
+    *,
+    pair: tuple[str, str] | None = None,
+    show: int = 8,
+    notes: Sequence[str] | None = None,
+) -> Path:
+    """Draw, for each channel, its top images in the base (left) and the tuned model (right).
+
+    Args:
+        result: A result with ``topk_overlap`` model values (``topk_index@K``) at ``layer`` and ``data.index_paths``.
+        layer: Canonical layer name (or the alias the user typed).
+        channels: Channel indices, one row each.
+        path: The PNG to write.
+        pair: ``(base, tuned)`` labels; default the first pair.
+        show: Images per model and channel (the first ``show`` of the top-K ranking).
+        notes: One short text per channel, shown above its row (why it was picked).
+
+    Raises:
+        FtprobeError: No top-k values for that layer or pair, or a channel out of range.
+    """
+    if pair is None:
+        if not result.pairs:
+            raise FtprobeError("the result has no pair of models; run `ftprobe compare BASE TUNED ...` first")
+        pair = (result.pairs[0][0], result.pairs[0][1])
+    layer = next((r["name"] for r in result.layers if r.get("spec") == layer and r["name"] != layer), layer)
+    sets = [topk_sets(result, layer, m) for m in pair]
+    if sets[0] is None or sets[1] is None:
+        raise FtprobeError(
+            f"the result has no top-k images of layer {layer!r} for {pair_label(*pair)}; run the comparison with "
+            f"--metrics topk_overlap --layers {layer}"
+        )
+    k, base_idx = sets[0]
+    tuned_idx = sets[1][1]
+    n_ch = base_idx.shape[0]
+    bad = [int(c) for c in channels if not 0 <= int(c) < n_ch]
+    if bad or not channels:
+        raise FtprobeError(f"layer {layer!r} has {n_ch} channels; pick channels in 0..{n_ch - 1} (got {bad or 'none'})")
+    show = max(1, int(show))
+    step = _CELL + 2 * _PAD
+    row_h = _TITLE + step + _LABEL
+    width = 2 * show * step + _GAP
+    height = _HEAD + len(channels) * row_h
+    canvas = np.ones((height, width, 3))
+    paths = (result.data or {}).get("index_paths") or {}
+    texts: list[tuple[float, float, str, dict]] = []
+    for r, c in enumerate(int(c) for c in channels):
+        top = _HEAD + r * row_h
+        b, t = base_idx[c], tuned_idx[c]
+        sb, st = set(b[b >= 0].tolist()), set(t[t >= 0].tolist())
+        note = f"{notes[r]} · " if notes and r < len(notes) and notes[r] else ""
+        title = f"channel {c}: {note}{len(sb & st)} of top-{k} in both"
+        texts.append((_PAD, top + _TITLE - 5, _short(title, width // 7), {"size": 11}))
+        for side, (idx, other) in enumerate(((b, st), (t, sb))):
+            if not (idx >= 0).any():
+                texts.append((side * (show * step + _GAP) + show * step / 2, top + _TITLE + step / 2,
+                              "no image with a positive score", {"size": 11, "anchor": "mm", "color": (96, 96, 96)}))
+            for j in range(min(show, idx.size)):
+                i = int(idx[j])
+                if i < 0:
+                    continue
+                x = side * (show * step + _GAP) + j * step + _PAD
+                y = top + _TITLE + _PAD
+                _paste(canvas, x, y, _thumb(paths.get(str(i))), i in other)
+                if _thumb(paths.get(str(i))) is None:
+                    texts.append((x + _CELL / 2, y + _CELL / 2, "missing",
+                                  {"size": 11, "anchor": "mm", "color": (64, 64, 64)}))
+                texts.append((x + _CELL / 2, y + _CELL + _FRAME + 11, _short(_label_of(result, i)),
+                              {"size": 10, "anchor": "ms"}))
+    half = show * step
+    texts.append((half / 2, _HEAD - 8, f"base: {pair[0]}", {"size": 13, "anchor": "ms", "bold": True}))
+    texts.append((half + _GAP + half / 2, _HEAD - 8, f"tuned: {pair[1]}", {"size": 13, "anchor": "ms", "bold": True}))
+    texts.append((_PAD, 16, f"{layer_label(result, layer)}: top images per channel, best first "
+                            f"(orange frame: in both top-{k} sets)", {"size": 13}))
+    canvas[:, half + _GAP // 2] = 0.7  # the line between the two models
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray((canvas * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for x, y, text, kw in texts:
+        draw.text((x, y), text, fill=kw.get("color", (20, 20, 20)), font=_font(kw["size"], kw.get("bold", False)),
+                  anchor=kw.get("anchor", "ls"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG")
+    return path
+
+
+def report_channels(result: Result, pair: tuple[str, str], layer: str) -> list[tuple[int, str]]:
+    """The channels the report shows for a pair and layer: the most-changed filters, then the lowest, median and
+    highest top-k overlap among channels with a positive image.
+
+    ``weight_l2`` lists most-changed filters per module; the layer's channels are taken from its last measured
+    module, whose filters are the layer's last channels (the whole output for a plain conv block, the last branch
+    of a concatenation, or the projection of a residual block).
+    """
+    sets = [topk_sets(result, layer, m) for m in pair]
+    if sets[0] is None or sets[1] is None:
+        return []
+    n_ch = sets[0][1].shape[0]
+    picks: list[tuple[int, str]] = []
+    wl2 = pair_values(result, "weight_l2").get(pair, {}).get(layer)
+    if wl2 is not None:
+        mods, filt, top = (wl2.arrays.get(k, []) for k in ("modules", "filter_relative", "most_changed_filters"))
+        last = max((i for i, f in enumerate(filt) if f), default=None)
+        if last is not None and len(filt[last]) <= n_ch:
+            offset = n_ch - len(filt[last])
+            for f in top[last] if last < len(top) else []:
+                r = filt[last][f]
+                picks.append((offset + int(f), f"most changed filter of {mods[last]} (r={r:.3g})"))
+    pv = pair_values(result, "topk_overlap").get(pair, {}).get(layer)
+    if pv is not None:
+        ks = k_keys([pv], "overlap")
+        ov = as_float_array(pv.arrays.get(f"overlap@{ks[-1]}")) if ks else np.zeros(0)
+        alive = np.flatnonzero(((sets[0][1] >= 0).any(axis=1) | (sets[1][1] >= 0).any(axis=1))[: ov.size]
+                               & ~np.isnan(ov))
+        if alive.size:
+            vals = ov[alive]
+            order = alive[np.lexsort((alive, vals))]  # by overlap, ties by channel index
+            for name, c in (("lowest", order[0]), ("median", order[(len(order) - 1) // 2]), ("highest", order[-1])):
+                picks.append((int(c), f"{name} overlap ({ov[c]:.0f}%)"))
+    merged: dict[int, list[str]] = {}
+    for c, why in picks:
+        if 0 <= c < n_ch:
+            merged.setdefault(c, []).append(why)
+    return [(c, " & ".join(whys)) for c, whys in merged.items()]
+
+
+def render_grids(result: Result, out_dir: str | Path, *, show: int = 8) -> list[Figure]:
+    """One grid per (pair, layer) with top-k images: the channels of :func:`report_channels`."""
+    out = Path(out_dir)
+    figs: list[Figure] = []
+    if not (result.data or {}).get("index_paths"):
+        return figs
+    for p_i, (b, t) in enumerate(result.pairs, start=1):
+        for l_i, layer in enumerate(layer_order(result), start=1):
+            picks = report_channels(result, (b, t), layer)
+            if not picks:
+                continue
+            k = topk_sets(result, layer, b)[0]  # type: ignore[index]
+            path = out / f"grid_pair{p_i}_layer{l_i}_{slug(layer, 24)}.png"
+            draw_topk_grid(result, layer, [c for c, _ in picks], path, pair=(b, t), show=min(show, _width(k, show)),
+                           notes=[why for _, why in picks])
+            figs.append(Figure(path, "grids", f"{layer_label(result, layer)} · {pair_label(b, t)}"))
+    return figs
+
+
+def _width(k: str, show: int) -> int:
+    return int(k) if k.isdigit() else show

@@ -1,0 +1,229 @@
+"""``report.html``: one self-contained page (inline CSS, figures as base64 PNG, no script, no network).
+
+Every name that comes from the user's data or command line (files, classes, layers, model labels, options, summary
+sentences) goes through :func:`html.escape`; only ``extra_sections`` fragments, which callers mark as trusted, are
+inserted as they are. A Content-Security-Policy forbids scripts and every fetch except ``data:`` images.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from ftprobe.core.results import Result, Value
+
+from ._access import fmt, layer_label, layer_order, pair_values
+from .figures import Figure
+
+__all__ = ["ExtraSection", "build_html", "summary_sentences"]
+
+ExtraSection = tuple[str, str, Sequence[str | Path]]
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'none'; base-uri 'none'"
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
+main{max-width:1180px;margin:0 auto;padding:8px 24px 48px}
+header{background:#23395b;color:#fff;padding:18px 24px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;opacity:.85}nav{margin-top:10px}nav a{color:#cfe0ff;margin-right:14px;font-size:13px}
+section{background:#fff;border:1px solid #e3e3e3;border-radius:6px;margin:18px 0;padding:6px 18px 14px}
+h2{font-size:18px;border-bottom:1px solid #eee;padding-bottom:4px}h3{font-size:15px;margin:18px 0 6px}
+figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:12px;color:#555}.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:12px;margin:6px 0 12px}th,td{border:1px solid #ddd;padding:3px 7px;
+text-align:left;vertical-align:top;max-width:480px}
+td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f1f3f6}
+code{font-size:12px;word-break:break-all}.muted{color:#666;font-size:12px}ul.summary li{margin:3px 0}
+.warn{color:#8a4b00}td.hash{font:11px monospace;word-break:break-all;min-width:150px;max-width:200px}
+td.long{word-break:break-all;max-width:260px}
+"""
+_SECTION_TITLES = {
+    "cka": "CKA (feature space)",
+    "weight_l2": "Weight change (parameter space)",
+    "topk_overlap": "Top-k overlap of maximal-activation images",
+    "class_concentration": "Class concentration of the top-k images",
+}
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+
+
+def _figure(fig: Figure) -> str:
+    cap = escape(fig.title) + (f" — {escape(fig.caption)}" if fig.caption else "")
+    if fig.section == "grids":
+        cap = ""  # the grid's own rows say why each channel is there
+    return f"<figure>{_img(fig.path, fig.title)}" + (f"<figcaption>{cap}</figcaption>" if cap else "") + "</figure>"
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], numeric_from: int = 99,
+           classes: dict[int, str] | None = None) -> str:
+    out = ['<div class="scroll"><table><thead><tr>', *(f"<th>{escape(str(h))}</th>" for h in head), "</tr></thead>"]
+    out.append("<tbody>")
+    for row in rows:
+        cells = []
+        for i, x in enumerate(row):
+            name = "n" if i >= numeric_from else (classes or {}).get(i)
+            cls = f' class="{name}"' if name else ""
+            cells.append(f"<td{cls}>{escape(x if isinstance(x, str) else fmt(x))}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _jsonish(x: Any) -> str:
+    return x if isinstance(x, str) else json.dumps(x, ensure_ascii=False, default=str)
+
+
+def _kv(d: dict[str, Any]) -> str:
+    return _table(["key", "value"], [(str(k), fmt(v) if isinstance(v, float) else _jsonish(v)) for k, v in d.items()])
+
+
+def scalar_tables(result: Result, metric: str) -> str:
+    """The scalars of one metric: a table per scope, a row per (subject, layer), a column per key."""
+    order = {n: i for i, n in enumerate(layer_order(result))}
+    subjects = [f"{b} → {t}" for b, t in result.pairs] + [str(m.get("label")) for m in result.models]
+    rank = {s: i for i, s in enumerate(subjects)}
+    parts = []
+    for scope in ("pair", "model"):
+        vals: list[Value] = [v for v in result.values if v.metric == metric and v.scope == scope and v.scalars
+                             and v.layer != "*"]
+        if not vals:
+            continue
+        vals.sort(key=lambda v: (rank.get(v.subject, len(rank)), v.subject, order.get(v.layer, len(order))))
+        keys: list[str] = []
+        for v in vals:
+            keys.extend(k for k in v.scalars if k not in keys)
+        rows = [(v.subject, layer_label(result, v.layer), *[v.scalars.get(k, "") for k in keys]) for v in vals]
+        parts.append(f"<h3>Values per {'pair' if scope == 'pair' else 'model'}</h3>")
+        parts.append(_table(["pair" if scope == "pair" else "model", "layer", *keys], rows, numeric_from=2))
+    for v in result.values:  # values that belong to no single layer: scalars and short texts, as a line
+        if v.metric != metric or v.layer != "*":
+            continue
+        items = [f"{k} = {fmt(x)}" for k, x in v.scalars.items()]
+        items += [f"{k} = {x}" for k, x in v.arrays.items() if isinstance(x, (str, int, float, bool))]
+        if items:
+            parts.append(f'<p class="muted">{escape(v.subject)}, all layers: {escape("; ".join(items))}</p>')
+    return "".join(parts)
+
+
+def summary_sentences(result: Result) -> list[str]:
+    """Plain sentences (not HTML) that state what was compared and where the changes are largest."""
+    out = []
+    models = ", ".join(str(m.get("label")) for m in result.models)
+    out.append(f"Models: {models}; {len(result.pairs)} pair(s); layers: "
+               + ", ".join(layer_label(result, n) for n in layer_order(result)) + ".")
+    if result.data:
+        d = result.data
+        out.append(f"{result.run.get('samples', d.get('num_samples'))} images from {d.get('root') or d.get('kind')}"
+                   + (f" ({d.get('skipped')} unreadable files skipped)" if d.get("skipped") else "") + ".")
+    for metric, key, word, lowest in (("cka", "cka", "CKA", True), ("weight_l2", "relative", "relative weight change",
+                                                                       False)):
+        for (b, t), by_layer in pair_values(result, metric).items():
+            pts = [(v.scalars[key], n) for n, v in by_layer.items() if key in v.scalars and n != "*"
+                   and v.scalars[key] == v.scalars[key]]
+            if pts:
+                x, n = min(pts) if lowest else max(pts)
+                out.append(f"{b} → {t}: {'lowest' if lowest else 'largest'} {word} at {layer_label(result, n)} "
+                           f"({fmt(x)}).")
+    for (b, t), by_layer in pair_values(result, "topk_overlap").items():
+        pts = [(x, k.split("@", 1)[1], n) for n, v in by_layer.items() for k, x in v.scalars.items()
+               if k.startswith("overlap_mean@") and x == x]
+        if pts:
+            x, k, n = min(pts)
+            out.append(f"{b} → {t}: lowest mean top-{k} overlap at {layer_label(result, n)} ({x:.1f}%).")
+    return out
+
+
+def _provenance(result: Result) -> str:
+    parts = ['<section id="provenance"><h2>Provenance</h2>']
+    run = dict(result.run)
+    versions = run.pop("versions", {}) or {}
+    parts.append("<h3>Run</h3>" + _kv({**{f"{k} version": v for k, v in versions.items()}, **run}))
+    parts.append("<h3>Models</h3>")
+    parts.append(_table(["label", "source", "kind", "arch", "sha256", "head", "notes"], [
+        (str(m.get("label")), str(m.get("source")), str(m.get("kind")), _jsonish(m.get("arch")),
+         str(m.get("sha256") or "—"), _jsonish(m.get("head")), "; ".join(m.get("notes") or []))
+        for m in result.models], classes={1: "long", 4: "hash"}))
+    parts.append("<h3>Layers (how each name was resolved)</h3>")
+    parts.append(_table(["as given", "module", "via alias", "output shape", "layout", "per model"], [
+        (str(r.get("spec")), str(r.get("name")), "yes" if r.get("alias") else "no",
+         "×".join(map(str, r.get("shape") or [])), str(r.get("layout", "")), _jsonish(r.get("per_model", "")))
+        for r in result.layers]))
+    if result.data:
+        data = {k: v for k, v in result.data.items() if k not in ("index_paths", "index_labels", "skipped_files")}
+        data["files referenced by top-k images"] = len(result.data.get("index_paths") or {})
+        parts.append("<h3>Data</h3>" + _kv(data))
+        skipped = result.data.get("skipped_files") or []
+        if skipped:
+            parts.append(f"<h3>Skipped files ({len(skipped)})</h3>")
+            rows = [(str(s.get("path")), str(s.get("reason"))) for s in skipped[:200]]
+            parts.append(_table(["file", "reason"], rows))
+            if len(skipped) > 200:
+                parts.append(f'<p class="muted">… and {len(skipped) - 200} more (see results.json).</p>')
+    parts.append("<h3>Metrics and options</h3>")
+    parts.append(_table(["metric", "provider", "version", "needs", "scope", "options", "notes"], [
+        (name, str(m.get("provider")), str(m.get("version")), str(m.get("needs", "")), str(m.get("scope", "")),
+         _jsonish(m.get("options", {})), "; ".join(m.get("notes") or [])) for name, m in result.metrics.items()]))
+    for s in result.skipped_metrics:
+        parts.append(f'<p class="warn">skipped {escape(str(s.get("metric")))}: {escape(str(s.get("reason")))}</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def build_html(
+    result: Result,
+    figures: Sequence[Figure],
+    *,
+    summary_lines: Sequence[str] | None = None,
+    extra_sections: Sequence[ExtraSection] | None = None,
+) -> str:
+    """The whole report page as a string (figures read from their PNG files and embedded)."""
+    by_section: dict[str, list[Figure]] = {}
+    for f in figures:
+        by_section.setdefault(f.section, []).append(f)
+    sections: list[tuple[str, str, str]] = []  # (anchor, title, body)
+    lines = [*(summary_lines or []), *summary_sentences(result)]
+    body = '<ul class="summary">' + "".join(f"<li>{escape(str(s))}</li>" for s in lines) + "</ul>"
+    body += "".join(f'<p class="warn">warning: {escape(w)}</p>' for w in result.warnings)
+    sections.append(("summary", "Summary", body))
+    known = [m for m in _SECTION_TITLES if m in result.metrics]
+    for i, metric in enumerate(known + [m for m in result.metrics if m not in known], start=1):
+        title = _SECTION_TITLES.get(metric, metric)
+        opts = _jsonish(result.metrics[metric].get("options", {}))
+        body = f'<p class="muted">options: <code>{escape(opts)}</code></p>'
+        body += "".join(_figure(f) for f in by_section.get(metric, []))
+        if metric == "class_concentration":
+            body += "".join(_figure(f) for f in by_section.get("scatter", []))
+        body += scalar_tables(result, metric)
+        sections.append((f"metric-{i}", title, body))
+    if by_section.get("grids"):
+        body = ('<p class="muted">Each row: a channel\'s top images in the base model (left) and the tuned model '
+                "(right), best first; an orange frame marks an image that is in both top-k sets; the class is "
+                "under each image.</p>")
+        body += "".join(f"<h3>{escape(f.title)}</h3>{_figure(f)}" for f in by_section["grids"])
+        sections.append(("grids", "Top images per channel", body))
+    for j, (title, fragment, pngs) in enumerate(extra_sections or [], start=1):
+        body = str(fragment) + "".join(f"<figure>{_img(Path(p), Path(p).name)}</figure>" for p in pngs)
+        sections.append((f"extra-{j}", str(title), body))
+    pairs = "; ".join(f"{b} → {t}" for b, t in result.pairs)
+    nav = "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t, _ in sections) + '<a href="#provenance">Provenance</a>'
+    version = (result.run.get("versions") or {}).get("ftprobe", "?")
+    html = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>ftprobe report: {escape(pairs)}</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>What fine-tuning changed: {escape(pairs)}</h1>",
+        f"<p>ftprobe {escape(str(version))} · results.json schema version {result.schema_version}</p>",
+        f"<nav>{nav}</nav></header><main>",
+        *(f'<section id="{a}"><h2>{escape(t)}</h2>{b}</section>' for a, t, b in sections),
+        _provenance(result),
+        "</main></body></html>",
+    ]
+    return "\n".join(html)
