@@ -13,6 +13,10 @@ from typing import Any
 
 __version__ = "0.1.0.dev0"
 
+#: The version of the plugin API (the Metric contract, steps, views, reductions, registry, ftprobe.testing).
+#: A change plugin authors must adapt to raises it and is marked **[plugin API]** in the changelog.
+PLUGIN_API_VERSION = 1
+
 _EXPORTS = {
     "compare": "ftprobe.api",
     "Result": "ftprobe.core.results",
@@ -35,7 +39,7 @@ _EXPORTS = {
     "save": "ftprobe.core.loading",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = ["PLUGIN_API_VERSION", "__version__", *sorted(_EXPORTS)]
 
 
 def __getattr__(name: str) -> Any:
