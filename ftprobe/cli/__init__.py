@@ -23,14 +23,18 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
 
 def _register() -> None:
     from .compare import compare
+    from .demo import demo
     from .layers import layers
     from .metrics import metrics
+    from .visualize import visualize
     from .report import report
     from .top_images import top_images
 
     cli.add_command(compare)
+    cli.add_command(demo)
     cli.add_command(layers)
     cli.add_command(metrics)
+    cli.add_command(visualize)
     cli.add_command(report)
     cli.add_command(top_images)
 

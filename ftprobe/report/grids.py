@@ -248,13 +248,18 @@ def report_channels(result: Result, pair: tuple[str, str], layer: str) -> list[t
     return [(c, " & ".join(whys)) for c, whys in merged.items()]
 
 
-def render_grids(result: Result, out_dir: str | Path, *, show: int = 8) -> list[Figure]:
-    """One grid per (pair, layer) with top-k images: the channels of :func:`report_channels`."""
+def render_grids(result: Result, out_dir: str | Path, *, show: int = 8, max_pairs: int | None = 1) -> list[Figure]:
+    """One grid per (pair, layer) with top-k images: the channels of :func:`report_channels`.
+
+    Only the first ``max_pairs`` pairs get grids (default: the first, base against the first tuned model), which
+    keeps a many-pair report readable and its size bounded; ``ftprobe top-images`` draws any other pair.
+    """
     out = Path(out_dir)
     figs: list[Figure] = []
     if not (result.data or {}).get("index_paths"):
         return figs
-    for p_i, (b, t) in enumerate(result.pairs, start=1):
+    pairs = result.pairs if max_pairs is None else result.pairs[:max_pairs]
+    for p_i, (b, t) in enumerate(pairs, start=1):
         for l_i, layer in enumerate(layer_order(result), start=1):
             picks = report_channels(result, (b, t), layer)
             if not picks:
