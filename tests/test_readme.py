@@ -23,9 +23,9 @@ def test_readme_commands_exist():
     text = README.read_text()
     assert "pip install -e '.[test]'" in text
     assert "python -m pytest" in text
-    assert "python examples/quickstart.py --quick" in text
+    assert "ftprobe demo --quick" in text
     ci = (README.parent / ".ci" / "run").read_text()
-    for cmd in ("pip install -e '.[test]'", "python -m pytest", "python examples/quickstart.py --quick"):
+    for cmd in ("pip install -e '.[test]'", "python -m pytest", "ftprobe demo --quick"):
         assert cmd in ci
 
 
