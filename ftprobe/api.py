@@ -31,7 +31,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"`` takes a GPU when there is one."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise FtprobeError(f"--device {device!r} is not a device torch knows; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise FtprobeError(f"--device {device!r}: ftprobe runs on cpu or cuda (auto picks)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise FtprobeError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     return dev
@@ -252,7 +257,7 @@ def compare(
         classes=tuple(src.classes) if src else (),
     )
     engine = Engine(entries, pair_idx, list(layers or []), requests, device=dev,
-                    input_size=input_size or (size if src is not None else None), notice=notice)
+                    input_size=input_size or (src.image_size() or size if src is not None else None), notice=notice)
     try:
         engine.prepare(ctx)
         data_info = src.describe() if src is not None else None

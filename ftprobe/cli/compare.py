@@ -81,6 +81,9 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
         if flag == "k" and len(value) == 1:
             value = value[0]
         options.setdefault(target, {})[key] = value
+    for target in ([Path(out_dir)] if not json_path else []) + ([Path(json_path).parent] if json_path not in (None, "-") else []):
+        if target.exists() and not target.is_dir():
+            raise click.BadParameter(f"{str(target)!r} exists and is not a folder", param_hint="--out/--json")
     quiet_json = json_path == "-"
     if os.environ.get("RANK", "0") != "0":
         app.quiet = True
@@ -152,4 +155,12 @@ def _workers(value: str, device: str) -> int:
 
 
 def _k(v: str) -> Any:
-    return "all" if v == "all" else int(v)
+    if v == "all":
+        return "all"
+    try:
+        k = int(v)
+    except ValueError:
+        raise click.BadParameter(f"{v!r} is not a whole number or 'all'", param_hint="--k") from None
+    if k < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--k")
+    return k

@@ -40,8 +40,36 @@ NATURAL_LAYERS: dict[str, list[str]] = {
 }
 
 # Layers whose outputs are channels-last (N, H, W, C): the views move the channel axis first.
+# Patterns use the layer-glob rule (``*`` within one path component, ``**`` across them) and are tried in order; the
+# first match wins, ``"auto"`` keeps the default rule. Whatever the table says, a convolution, batch norm or pooling
+# module is channels-first and an ``nn.Linear`` channels-last (see :func:`ftprobe.core.layers.module_layout`), so the
+# patch-embedding convolution inside a channels-last stage keeps its (N, C, H, W) reading.
+_NHWC_STAGES = {
+    "layers.*.blocks.*.attn.**": "auto",  # window attention: (windows, heads, tokens, tokens), not per image
+    "patch_embed": "nhwc", "patch_embed.**": "nhwc", "layers": "nhwc", "layers.**": "nhwc", "norm": "nhwc",
+}
 LAYOUTS: dict[str, dict[str, str]] = {
-    "torchvision.models.swin_transformer.SwinTransformer": {"features*": "nhwc", "norm": "nhwc"},
+    # torchvision swin_t/s/b and swin_v2_t/s/b: features.0 = Conv2d, Permute to NHWC, LayerNorm; `permute` goes back.
+    "torchvision.models.swin_transformer.SwinTransformer": {"features": "nhwc", "features.**": "nhwc", "norm": "nhwc"},
+    # torchvision maxvit_t: between partition and departition, window/grid attention works on (N, P, T, C).
+    "torchvision.models.maxvit.MaxVit": {
+        "blocks.*.layers.*.layers.*.departition_op": "auto", "blocks.*.layers.*.layers.*_attention.**": "nhwc",
+    },
+    # timm Swin / SwinV2 (output_fmt "NHWC"): patch embedding, stages and final norm are channels-last.
+    "timm.models.swin_transformer.SwinTransformer": _NHWC_STAGES,
+    "timm.models.swin_transformer_v2.SwinTransformerV2": _NHWC_STAGES,
+    # timm SwinV2-CR: stages return (N, C, H, W), but their patch merging and blocks work channels-last.
+    "timm.models.swin_transformer_v2_cr.SwinTransformerV2Cr": {
+        "patch_embed.norm": "nhwc", "stages.*.downsample": "nhwc", "stages.*.downsample.**": "nhwc",
+        "stages.*.blocks.**": "nhwc",
+    },
+    # timm MambaOut: the stem's activation sits between its two convolutions (channels-first); the rest is NHWC.
+    "timm.models.mambaout.MambaOut": {
+        "stem.act": "auto", "stem": "nhwc", "stem.**": "nhwc", "stages": "nhwc", "stages.**": "nhwc",
+    },
+    "timm.models.sequencer.Sequencer2d": {
+        "stem": "nhwc", "stem.**": "nhwc", "stages": "nhwc", "stages.**": "nhwc", "norm": "nhwc",
+    },
 }
 
 

@@ -59,6 +59,14 @@ class _Slot:
     owner: _Slot | None = None  # another slot whose state this one shares
 
 
+def _channels_first_shape(shape: tuple[int, ...] | None, layout: str) -> tuple[int, ...]:
+    """A layer's output shape (no batch axis) with the channel axis first, as the views see it."""
+    shape = tuple(shape or ())
+    if layout == "nhwc" and len(shape) >= 2:
+        return (shape[-1], *shape[:-1])
+    return shape
+
+
 def _to_device(state: Any, device: torch.device) -> Any:
     if isinstance(state, Tensor):
         return state.to(device)
@@ -130,8 +138,12 @@ class Engine:
                     f"{entry.label} resolves {specs} to {len(res)} layers but {base.label} to {len(self.layers)}: "
                     "the architectures differ; compare models of the same architecture"
                 )
+            needs_acts = any(Need.ACTIVATIONS in r.cls.needs for r in self.requests)
             for a, b in zip(self.layers, res):
-                if a.shape != b.shape:
+                if a.shape != b.shape and not needs_acts:
+                    self.notice(f"layer {a.name!r} has output shape {a.shape} in {base.label} but {b.shape} in "
+                                f"{entry.label}: weight metrics only (a replaced head is reported as replaced)")
+                elif a.shape != b.shape:
                     raise ModelMismatch(
                         f"layer {a.name!r} has output shape {a.shape} in {base.label} but {b.shape} in "
                         f"{entry.label} (as {b.name!r}); the models differ in architecture or input size"
@@ -140,7 +152,7 @@ class Engine:
         ctx = data_ctx or RunContext()
         ctx = RunContext(
             layers=tuple(r.name for r in self.layers),
-            shapes={r.name: tuple(r.shape or ()) for r in self.layers},
+            shapes={r.name: _channels_first_shape(r.shape, r.layout) for r in self.layers},
             batch_size=ctx.batch_size,
             num_samples=ctx.num_samples,
             has_labels=ctx.has_labels,
@@ -336,7 +348,14 @@ class Engine:
             if cap is None:
                 acts.append({})
                 continue
-            store = cap.run(x)
+            try:
+                store = cap.run(x)
+            except (RuntimeError, ValueError, TypeError) as exc:
+                raise DataError(
+                    f"{self.models[m].label} cannot take a batch of shape {tuple(x.shape)} (the probe used "
+                    f"{self.input_size or 'the model default'} px images): {type(exc).__name__}: {exc}. Check the "
+                    "image size (--size), the channel count and the preprocessing of the data"
+                ) from exc
             per_layer = {}
             for layer, name in self.names[m].items():
                 if name not in cap.plans:

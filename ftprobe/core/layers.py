@@ -20,7 +20,10 @@ from .aliases import ALIASES, LAYOUTS, NATURAL_LAYERS, arch_key
 from .capture import call_name, split_call, unwrap_output
 from .errors import FtprobeError, LayerNotFound
 
-__all__ = ["LayerInfo", "ResolvedLayer", "default_input_size", "list_layers", "natural_layers", "probe", "resolve_layers"]
+__all__ = [
+    "LayerInfo", "ResolvedLayer", "default_input_size", "list_layers", "module_layout", "natural_layers", "probe",
+    "resolve_layers",
+]
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,45 @@ def _is_glob(spec: str) -> bool:
     return any(c in spec for c in "*?[")
 
 
-def _layout_for(model: nn.Module, name: str) -> str:
+# Modules whose output is channels-first by PyTorch's own contract, whatever their position in a model.
+_CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
+    nn.modules.conv._ConvNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.GroupNorm,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+)
+
+
+def module_layout(
+    model: nn.Module, name: str, module: nn.Module | None = None, shape: Sequence[int] | None = None
+) -> str:
+    """The layout rule of one layer: ``"nhwc"`` (channels last, moved first by the views) or ``"auto"``.
+
+    In order: a convolution, batch/instance/group norm or pooling module is channels-first (``"auto"``); an
+    ``nn.Linear`` or a plain ``nn.LayerNorm`` over the last axis whose output has spatial axes (``shape``, without
+    the batch axis, of 3 or more dims) is channels-last (its units are the last axis); otherwise the first pattern of
+    ``LAYOUTS[arch_key(model)]`` that matches the module path decides; else ``"auto"``.
+
+    Args:
+        model: the network (its class selects the table).
+        name: the layer name (``path`` or ``path:k``).
+        module: the module at that path (looked up when omitted).
+        shape: the layer's output shape without the batch axis, when known.
+    """
+    path = split_call(name)[0]
+    if module is None:
+        module = dict(model.named_modules()).get(path)
+    if isinstance(module, _CHANNELS_FIRST):
+        return "auto"
+    last_axis = isinstance(module, nn.Linear) or (type(module) is nn.LayerNorm and len(module.normalized_shape) == 1)
+    if last_axis and shape is not None and len(shape) >= 3:
+        return "nhwc"
     for pattern, layout in LAYOUTS.get(arch_key(model), {}).items():
-        if _glob_regex(pattern).match(split_call(name)[0]) or fnmatch.fnmatchcase(name, pattern):
+        if _glob_regex(pattern).match(path):
             return layout
     return "auto"
 
@@ -147,7 +186,8 @@ def resolve_layers(
     """
     by_name = {i.name: i for i in infos}
     aliases = ALIASES.get(arch_key(model), {})
-    module_names = {n for n, _ in model.named_modules() if n}
+    modules = dict(model.named_modules())
+    module_names = {n for n in modules if n}
     chosen: dict[str, ResolvedLayer] = {}
 
     def add(spec: str, name: str, via_alias: bool) -> None:
@@ -158,7 +198,8 @@ def resolve_layers(
                 "pick one of its submodules (see `ftprobe layers MODEL`)"
             )
         if name not in chosen:
-            chosen[name] = ResolvedLayer(spec, name, via_alias, _layout_for(model, name), info.shape, info.inplace)
+            layout = module_layout(model, name, modules.get(split_call(name)[0]), info.shape)
+            chosen[name] = ResolvedLayer(spec, name, via_alias, layout, info.shape, info.inplace)
 
     for spec in specs:
         path, call = split_call(spec)
@@ -193,7 +234,7 @@ def _suggest(spec: str, by_name: dict[str, LayerInfo], aliases: dict[str, str]) 
 
 def natural_layers(model: nn.Module, infos: Sequence[LayerInfo]) -> list[str]:
     """The layers used when the user names none: the architecture's table, timm's feature_info, or the top-level
-    stages (top-level children with parameters, except a final classification head)."""
+    stages (top-level children with parameters, except a final classification head, see :func:`_is_head`)."""
     fired = {i.name for i in infos}
     table = NATURAL_LAYERS.get(arch_key(model))
     if table:
@@ -205,9 +246,23 @@ def natural_layers(model: nn.Module, infos: Sequence[LayerInfo]) -> list[str]:
         if names:
             return names
     children = [(n, m) for n, m in model.named_children() if n in fired and any(True for _ in m.parameters())]
-    if len(children) > 1 and isinstance(children[-1][1], nn.Linear):
+    shapes = {i.name: i.shape for i in infos}
+    if len(children) > 1 and _is_head(*children[-1], shapes.get(children[-1][0])):
         children = children[:-1]
     return [n for n, _ in children]
+
+
+_HEAD_NAMES = ("classifier", "fc", "head", "heads", "last_linear")
+
+
+def _is_head(name: str, module: nn.Module, shape: tuple[int, ...] | None) -> bool:
+    """Whether the last top-level stage is the classification head, left out of the natural layers since a fine-tuned
+    model often replaces it: a stage whose output is one vector per image and that holds a linear layer (``fc``,
+    ``classifier``, ``heads``) or bears a head's name (SqueezeNet's convolutional ``classifier``). A last stage with
+    spatial or token axes (a feature extractor whose head was removed) stays."""
+    if shape is None or sum(d > 1 for d in shape) > 1:
+        return False
+    return name in _HEAD_NAMES or any(isinstance(m, nn.Linear) for m in module.modules())
 
 
 def list_layers(

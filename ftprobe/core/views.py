@@ -6,8 +6,9 @@ only the views, not the activation, unless a metric asked for ``"raw"``.
 
 Layout rule (documented in the README): a 4-D output is ``(N, C, H, W)`` (channels first, as torch convolutions
 produce); a 3-D output is ``(N, T, D)`` tokens (as transformers produce), its channels are ``D``; a 2-D output is
-``(N, D)``; 5-D and more are ``(N, C, ...)``. A model whose blocks are channels-last (torchvision Swin, for instance)
-sets the layout ``"nhwc"`` for those layers, which moves the channel axis to position 1 first.
+``(N, D)``; 5-D and more are ``(N, C, ...)``. A layer whose output is channels-last (torchvision and timm Swin stages,
+an ``nn.Linear`` applied to ``(N, H, W, C)``; see :func:`ftprobe.core.layers.module_layout`) has the layout
+``"nhwc"``, which moves the last axis to position 1 first.
 
 ========  ===============================================================
 view      meaning
@@ -21,11 +22,11 @@ flatten   ``(N, C·H·W)``: every unit is a feature
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from torch import Tensor
 
-__all__ = ["VIEWS", "channels_first", "compute_views"]
+__all__ = ["VIEWS", "channels_first", "compute_views", "num_channels"]
 
 
 def channels_first(x: Tensor, layout: str = "auto") -> Tensor:
@@ -37,6 +38,22 @@ def channels_first(x: Tensor, layout: str = "auto") -> Tensor:
     if layout == "auto" and x.dim() == 3:  # (N, T, D) tokens: D is the channel axis
         return x.transpose(1, 2)
     return x
+
+
+def num_channels(shape: Sequence[int], layout: str = "auto") -> int:
+    """The channel count the views give a layer whose output shape, without the batch axis, is ``shape``.
+
+    Example:
+        >>> num_channels((56, 56, 96), "nhwc"), num_channels((96, 56, 56)), num_channels((197, 768))
+        (96, 96, 768)
+    """
+    if len(shape) == 0:
+        return 1
+    if len(shape) == 1:
+        return int(shape[0])
+    if layout == "nhwc" or len(shape) == 2:  # channels last, or (T, D) tokens
+        return int(shape[-1])
+    return int(shape[0])
 
 
 def _reduce_mean(x: Tensor) -> Tensor:

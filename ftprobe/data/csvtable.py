@@ -73,6 +73,20 @@ def read_csv(csv_path: str | os.PathLike[str]) -> CsvTable:
         DataError: no header / no path column / no rows, or rows with a missing path or label (with line numbers).
     """
     path = os.fspath(csv_path)
+    try:
+        return _read_csv(path)
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path!r} is not UTF-8 text (byte {e.start}: {e.reason}). Save the image list as UTF-8 CSV "
+            "(a header such as `path,label`, one image per row)."
+        ) from None
+    except csv.Error as e:
+        raise DataError(
+            f"{path!r} cannot be read as CSV ({e}). Check that it is a text file of `path,label` rows."
+        ) from None
+
+
+def _read_csv(path: str) -> CsvTable:
     base = os.path.dirname(os.path.abspath(path))
     with open(path, newline="", encoding="utf-8-sig") as f:
         first = f.readline()

@@ -51,6 +51,13 @@ class DataSource:
     def _meta(self) -> None:
         """Hook: make sure label metadata is known (a stream peeks at its first batch)."""
 
+    def image_size(self) -> int | None:
+        """The width of the images the batches will carry, when known before the pass (for the probe forward):
+        the preprocessing size for decoded files, the first sample's width for tensors supplied by the user."""
+        if getattr(self, "_first_size", None):
+            return self._first_size
+        return getattr(self.transform, "size", None)
+
     # -- sharding and resuming (distributed runs, checkpoints) -----------------------------------------------------
     _shard: tuple[int, int] = (0, 1)
     _skip_batches: int = 0
@@ -243,6 +250,8 @@ class DatasetSource(_IndexedSource):
         self._extra["type"] = type(dataset).__name__
         self._extra["preprocess_applies_to"] = "PIL images returned by the dataset; tensors are used as supplied"
         first = next((dataset[i] for i in self._selected[:1]), None)  # one peek: labels must be known before a run
+        image = None if first is None else split_item(first)[0]
+        self._first_size = int(image.shape[-1]) if isinstance(image, torch.Tensor) and image.dim() >= 2 else None
         label = None if first is None else split_item(first)[1]
         self._has_labels = label is not None
         if label is not None and torch.as_tensor(label).dim() == 1:

@@ -87,6 +87,14 @@ class LoaderSource(DataSource):
         self._pending = (it, first)
         self._learn(parse_batch(first)[1])
 
+    def image_size(self) -> int | None:
+        self._meta()
+        if self._pending is not None:
+            x = parse_batch(self._pending[1])[0]
+            if isinstance(x, torch.Tensor) and x.dim() >= 2:
+                return int(x.shape[-1])
+        return None
+
     def _learn(self, labels: torch.Tensor | None) -> None:
         """Label metadata from the first batch."""
         self._peeked = True

@@ -86,7 +86,7 @@ class TopKMetricBase(Metric):
             self._ks = normalize_k(k)
         except ValueError as err:
             raise MetricNeedsError(f"{self.name}: {err}") from None
-        if score not in _SCORE_VIEWS:
+        if not isinstance(score, str) or score not in _SCORE_VIEWS:
             raise MetricNeedsError(f"{self.name}: score={score!r} is unknown; use score='mean' or score='max'")
         if not (isinstance(max_memory_gb, (int, float)) and max_memory_gb > 0):
             raise MetricNeedsError(f"{self.name}: max_memory_gb must be a positive number, got {max_memory_gb!r}")

@@ -222,7 +222,8 @@ class CKA(Metric):
         else:
             blocks = [(stats[k]["cxx"], stats[k]["cyy"], stats[k]["cxy"], int(stats[k]["n"])) for k in layers]
         values = torch.stack([_linear_cka_compute(cxx, cyy, cxy) for cxx, cyy, cxy, _ in blocks])
-        notes = [_nan_note(bool(v.isnan()), bool((cxx == 0).all()), bool((cyy == 0).all()))
+        notes = [_nan_note(bool(v.isnan()), bool((cxx == 0).all()), bool((cyy == 0).all()),
+                           nonfinite=not bool(torch.isfinite(cxx).all() and torch.isfinite(cyy).all()))
                  for v, (cxx, cyy, _, _) in zip(values, blocks)]
         return layers, values, [b[3] for b in blocks], matrix, notes
 
@@ -294,9 +295,12 @@ def _stored(x: Tensor) -> Tensor:
     return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32, copy=True)
 
 
-def _nan_note(is_nan: bool, const_x: bool, const_y: bool, no_data: bool = False) -> str:
+def _nan_note(is_nan: bool, const_x: bool, const_y: bool, no_data: bool = False, nonfinite: bool = False) -> str:
     if not is_nan:
         return ""
+    if nonfinite:
+        return ("NaN: non-finite activations (NaN or Inf) at this layer (see the run's warnings), so the "
+                "statistics are not finite; check the inputs and the model's numerics")
     if no_data:
         return "NaN: no batch had at least 4 samples, so the minibatch estimator saw no data"
     sides = [side for side, const in (("base", const_x), ("tuned", const_y)) if const]

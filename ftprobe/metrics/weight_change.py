@@ -60,7 +60,9 @@ class WeightChange(Metric):
         if unknown or not kinds:
             raise MetricNeedsError(f"weight_l2: unknown module kind(s) {unknown or modules!r}; use conv, linear")
         self.modules = ",".join(kinds)
-        self.top_filters = int(top_filters)
+        if isinstance(top_filters, bool) or not isinstance(top_filters, int) or top_filters < 0:
+            raise MetricNeedsError(f"weight_l2: top_filters must be a whole number ≥ 0, not {top_filters!r}")
+        self.top_filters = top_filters
         self.cosine = bool(cosine)
         self._types = tuple(t for k in kinds for t in _KINDS[k])
         empty = {
