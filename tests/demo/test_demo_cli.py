@@ -37,7 +37,7 @@ def test_demo_help_lists_the_options(capsys):
 
 
 @pytest.mark.slow
-def test_quick_demo_writes_results_with_every_metric_and_the_findings(capsys, tmp_path, monkeypatch):
+def test_quick_demo_writes_results_with_every_metric_and_the_findings(capsys, tmp_path, monkeypatch, chromium):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     code, out, err = _run(capsys, "demo", "--quick", "--out", str(tmp_path / "out"))
     assert code == 0, err
@@ -57,6 +57,8 @@ def test_quick_demo_writes_results_with_every_metric_and_the_findings(capsys, tm
     assert any(line.startswith("[") and "CKA between the pretrained" in line for line in out.splitlines())
     assert (tmp_path / "out" / "summary.txt").read_text().strip().splitlines() == out.strip().splitlines()
     assert (tmp_path / "cache" / "ftprobe" / "demo").is_dir()
+    page = chromium.check(tmp_path / "out" / "report.html", tmp_path)  # the report opens with every figure
+    assert page["images"] >= 5 and page["broken"] == [] and page["errors"] == [] and page["console"] == []
     from ftprobe.report import validate_results
 
     validate_results(doc)  # the file follows the results schema, run.demo included
