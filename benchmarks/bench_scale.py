@@ -47,7 +47,7 @@ def many(repeats: int) -> str:
     base = torchvision.models.resnet18(num_classes=10).eval()
     tuned = [c.perturbed_copy(base, 0.1 * (i + 1), seed=i + 1).eval() for i in range(3)]
     kw = dict(metrics=ALL4, layers=["layer1", "layer2", "layer3", "layer4"], device="cpu",
-              options={"class_concentration": {"num_classes": 10}} if _takes_num_classes() else None)
+              options={"class_concentration": {"num_classes": 10}})
 
     def one_pass():
         ftprobe.compare(base, *tuned, data=Stream(512, 64), **kw)
@@ -60,14 +60,6 @@ def many(repeats: int) -> str:
     med = c.alternate({"one pass": one_pass, "3 separate runs": separate}, repeats)
     return (f"many models (resnet18, 512 images at 64 px, 4 metrics, 4 layers): one pass / 3 separate runs = "
             f"{med['one pass'] / med['3 separate runs']:.3f} (target ≤ 0.7)")
-
-
-def _takes_num_classes() -> bool:
-    import inspect
-
-    from ftprobe.core.registry import get_metric
-
-    return "num_classes" in inspect.signature(get_metric("class_concentration").__init__).parameters
 
 
 def truncated(repeats: int) -> str:
@@ -88,7 +80,8 @@ def truncated(repeats: int) -> str:
 
 def memory_run(n: int) -> None:
     base, tuned = c.googlenet_pair()
-    ftprobe.compare(base, tuned, data=Stream(n, 64), layers=c.STUDY_LAYERS, metrics=ALL4, device="cpu")
+    ftprobe.compare(base, tuned, data=Stream(n, 64), layers=c.STUDY_LAYERS, metrics=ALL4, device="cpu",
+                    options={"class_concentration": {"num_classes": 10}})
     print(json.dumps({"peak_rss_mib": c.own_peak_rss_mib()}))
 
 
