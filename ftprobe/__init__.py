@@ -31,6 +31,7 @@ _EXPORTS = {
     "RunContext": "ftprobe.core.metric",
     "FtprobeError": "ftprobe.core.errors",
     "PluginError": "ftprobe.core.errors",
+    "MetricNeedsError": "ftprobe.core.errors",
     "list_metrics": "ftprobe.core.registry",
     "get_metric": "ftprobe.core.registry",
     "register_metric": "ftprobe.core.registry",

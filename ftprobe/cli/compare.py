@@ -11,8 +11,9 @@ import click
 from ._options import parse_metric_options
 from .app import App
 
-# Shorthand flags: each sets the option of that name on every selected metric that accepts it.
-_SHORTHANDS = {"k": "*", "score": "*", "cka_cross": "cka", "cka_features": "cka", "cka_estimator": "cka"}
+# Shorthand flags: each sets one option on the built-in metrics it names (a glob sets only metrics that take it).
+_SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "class_concentration"),
+               "cka_cross": ("cka",), "cka_features": ("cka",), "cka_estimator": ("cka",)}
 
 
 @click.command(short_help="Compare a base model with fine-tuned versions, layer by layer.")
@@ -76,11 +77,11 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
     for flag, value in shorthand.items():
         if value is None:
             continue
-        target = _SHORTHANDS[flag]
-        key = flag.removeprefix("cka_") if target == "cka" else flag
+        key = flag.removeprefix("cka_")
         if flag == "k" and len(value) == 1:
             value = value[0]
-        options.setdefault(target, {})[key] = value
+        for target in _SHORTHANDS[flag]:
+            options.setdefault(target, {})[key] = value
     for target in ([Path(out_dir)] if not json_path else []) + ([Path(json_path).parent] if json_path not in (None, "-") else []):
         if target.exists() and not target.is_dir():
             raise click.BadParameter(f"{str(target)!r} exists and is not a folder", param_hint="--out/--json")

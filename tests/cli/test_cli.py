@@ -31,7 +31,8 @@ def test_compare_with_data_all_metrics_json_stdout(run_cli, googlenet_checkpoint
                 "--k", "3", "--json", "-")
     assert r.exit_code == 0, r.stderr
     res = json.loads(r.output)  # stdout holds JSON only
-    assert {v["metric"] for v in res["values"]} == {"cka", "weight_l2", "topk_overlap", "class_concentration"}
+    # every installed metric runs (plugins too); the four built-ins at least
+    assert {v["metric"] for v in res["values"]} >= {"cka", "weight_l2", "topk_overlap", "class_concentration"}
     assert res["run"]["samples"] == 12
 
 
