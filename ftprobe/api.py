@@ -17,7 +17,7 @@ from torch import nn
 from .core.checkpoint import Checkpointer, fingerprint
 from .core.distributed import gather_list, init_from_env, merge_metrics, reduce_stats
 from .core.engine import Engine, MetricRequest, ModelEntry
-from .core.errors import FtprobeError, MetricNeedsError
+from .core.errors import FtprobeError, MetricNeedsError, PluginError
 from .core.metric import Metric, Need, RunContext
 from .core.registry import get_metric, list_metrics, metric_specs
 from .core.results import Result
@@ -99,7 +99,14 @@ def select_metrics(
     specs = metric_specs(disabled)
     requests, skipped = [], []
     for name, explicit in chosen:
-        cls = get_metric(name, disabled=disabled)
+        try:
+            cls = get_metric(name, disabled=disabled)
+        except PluginError as exc:
+            if explicit:
+                raise
+            skipped.append({"metric": name, "reason": str(exc)})  # a broken plugin does not stop the others
+            notice(f"skipped {exc}")
+            continue
         missing = []
         if Need.ACTIVATIONS in cls.needs and not has_data:
             missing.append("data (--data PATH)")

@@ -135,3 +135,26 @@ def test_register_metric_locally():
 def test_unknown_metric_suggests():
     with pytest.raises(PluginError, match="Did you mean: cka"):
         get_metric("ckaa")
+
+
+def test_a_broken_plugin_is_skipped_unless_asked_for(monkeypatch, tmp_path):
+    import ftprobe
+    from ftprobe.core import registry
+    from ftprobe.testing import TinyNet
+
+    (tmp_path / "broken_mod.py").write_text("raise ImportError('needs a package that is not installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broken = registry.MetricSpec("broken", "ftprobe-broken", "1.0", "broken_mod:X",
+                                 lambda: registry._load_checked(
+                                     importlib.metadata.EntryPoint("broken", "broken_mod:X", GROUP), "ftprobe-broken"))
+    real = registry.metric_specs
+
+    monkeypatch.setattr(registry, "metric_specs", lambda disabled=(): {**real(disabled), "broken": broken})
+    monkeypatch.setattr("ftprobe.api.metric_specs", registry.metric_specs)
+    notes: list[str] = []
+    base = TinyNet()
+    r = ftprobe.compare(base, base, layers="mixed3a", notice=notes.append)  # default selection: skipped, noted
+    assert {v.metric for v in r.values} == {"weight_l2"}
+    assert any(s["metric"] == "broken" and "ftprobe-broken" in s["reason"] for s in r.skipped_metrics)
+    with pytest.raises(PluginError, match="ftprobe-broken"):
+        ftprobe.compare(base, base, layers="mixed3a", metrics="broken,weight_l2")
