@@ -4,29 +4,14 @@ import pytest
 import torch
 import torchvision
 
-from ftprobe.cli import main
+from ftprobe.testing.cli import invoke
 from ftprobe.testing import make_image_folder, perturbed_copy
-
-
-class CliResult:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.exit_code, self.output, self.stderr = code, out, err
 
 
 @pytest.fixture
 def run_cli(capsys):
     """Run ``ftprobe ARGS`` in-process; exceptions that are not user errors propagate (never swallowed)."""
-
-    def run(*args: str) -> CliResult:
-        code = 0
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
+    return lambda *args: invoke(capsys, *args)
 
 
 @pytest.fixture(scope="session")

@@ -6,18 +6,12 @@ import json
 
 import pytest
 
-from ftprobe.cli import main
 from ftprobe.demo.world import OBJECTS, STYLES
+from ftprobe.testing.cli import invoke
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return invoke(capsys, *args)
 
 
 def test_export_data_writes_folders_compare_can_read(capsys, tmp_path):

@@ -16,6 +16,7 @@ import torch
 import ftprobe
 from ftprobe.report import write_report
 from ftprobe.testing import TinyNet, make_image_folder, perturbed_copy
+from ftprobe.testing.cli import invoke
 
 # Class folders whose names would run code if a report pasted them into HTML unescaped (a folder name cannot
 # hold "/", so "</script>" itself cannot be a class) and one that matplotlib would read as mathtext.
@@ -58,26 +59,10 @@ def report_dir(report_result: ftprobe.Result, tmp_path_factory: pytest.TempPathF
 
 
 # -- running the CLI in-process ------------------------------------------------------------------------------------
-class CliRun:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.exit_code, self.output, self.stderr = code, out, err
-
-
 @pytest.fixture
 def run_ftprobe(capsys: pytest.CaptureFixture[str]) -> Any:
     """Run ``ftprobe ARGS`` in-process; only SystemExit is caught (bugs propagate)."""
-    from ftprobe.cli import main
-
-    def run(*args: str) -> CliRun:
-        code = 0
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return CliRun(code, captured.out, captured.err)
-
-    return run
+    return lambda *args: invoke(capsys, *args)
 
 
 

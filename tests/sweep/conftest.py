@@ -4,7 +4,6 @@ an in-process CLI runner and the check that a user mistake ends in one ``Error:`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 import ftprobe
-from ftprobe.cli import main
+from ftprobe.testing.cli import CliRun, invoke
 from ftprobe.testing import make_image_folder, perturbed_copy
 
 #: The four built-in metrics, named explicitly so that an installed third-party plugin cannot change what runs.
@@ -48,30 +47,13 @@ class LabelledTensors(Dataset):
         return self.x[i], i % 2, i
 
 
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
     """Run ``ftprobe ARGS`` in-process; anything but a SystemExit propagates (a traceback fails the test)."""
-
-    def run(*args: object) -> CliResult:
-        code = 0
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
+    return lambda *args: invoke(capsys, *args)
 
 
-def _assert_user_error(r: CliResult, *needles: str, code: int = 1) -> None:
+def _assert_user_error(r: CliRun, *needles: str, code: int = 1) -> None:
     """One ``Error:`` message (exit 1, or 2 for click usage errors) that contains every needle; no traceback."""
     assert r.code == code, f"exit {r.code}, stderr:\n{r.err}"
     assert "Error:" in r.err and "Traceback" not in r.err, r.err

@@ -8,23 +8,14 @@ import pytest
 import torch
 import torchvision
 
-from ftprobe.cli import main
+from ftprobe.testing.cli import invoke
 from ftprobe.core.results import Result, Value
 from ftprobe.testing import TinyNet, perturbed_copy
 
 
 @pytest.fixture
 def run(capsys):
-    def invoke(*args: str) -> tuple[int, str, str]:
-        code = 0
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return invoke
+    return lambda *args: invoke(capsys, *args)
 
 
 @pytest.fixture(scope="module")

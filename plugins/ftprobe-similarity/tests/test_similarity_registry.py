@@ -9,22 +9,16 @@ import json
 import pytest
 
 import ftprobe
-from ftprobe.cli import main
 from ftprobe.core.errors import PluginError
 from ftprobe.core.registry import metric_specs
+from ftprobe.testing.cli import invoke
 
 NAMES = ("svcca", "pwcca", "procrustes", "mutual_knn")
 VERSION = importlib.metadata.version("ftprobe-similarity")
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return invoke(capsys, *args)  # ftprobe's own in-process runner: only SystemExit is caught
 
 
 def _rows(table: str) -> dict[str, list[str]]:
