@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .metric import Metric
+from .metric import Metric, iter_state_tensors, resolve_reduce, state_to
 
 __all__ = ["DistInfo", "init_from_env", "merge_metrics", "reduce_stats"]
 
@@ -71,19 +71,17 @@ def merge_metrics(metrics: Sequence[Metric], info: DistInfo) -> None:
                 t = getattr(m, name)
                 dist.all_reduce(t, op=dist.ReduceOp.SUM)
     objects: list[Any] = [None] * info.world
-    payload = [{n: _cpu(getattr(m, n)) for n in m.state_names if not _plain_sum(m, n)} for m in metrics]
+    payload = [{n: state_to(getattr(m, n), "cpu") for n in m.state_names if not _plain_sum(m, n)} for m in metrics]
     dist.all_gather_object(objects, payload)
     for i, m in enumerate(metrics):
         names = [n for n in m.state_names if not _plain_sum(m, n)]
         if not names:
             continue
         device = _device_of(m)
-        merged = {n: _to(objects[0][i][n], device) for n in names}
+        merged = {n: state_to(objects[0][i][n], device) for n in names}
         for r in range(1, info.world):
-            from .metric import resolve_reduce
-
             for n in names:
-                merged[n] = resolve_reduce(m._reductions[n])(merged[n], _to(objects[r][i][n], device))
+                merged[n] = resolve_reduce(m._reductions[n])(merged[n], state_to(objects[r][i][n], device))
         for n in names:
             setattr(m, n, merged[n])
 
@@ -120,22 +118,6 @@ def gather_list(items: list[Any], info: DistInfo) -> list[Any]:
 
 
 def _device_of(m: Metric) -> torch.device:
-    from .metric import iter_state_tensors
-
     for t in iter_state_tensors(m.state_dict()):
         return t.device
     return torch.device("cpu")
-
-
-def _cpu(x: Any) -> Any:
-    return _to(x, torch.device("cpu"))
-
-
-def _to(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_to(v, device) for v in x)
-    return x

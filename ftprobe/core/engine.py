@@ -19,7 +19,7 @@ from .capture import Capture, LayerPlan, evaluating, split_call
 from .checkpoint import Checkpointer
 from .errors import DataError, ModelMismatch
 from .layers import LayerInfo, ResolvedLayer, natural_layers, probe, resolve_layers
-from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep
+from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep, state_to
 from .results import Result, Value, split_values
 
 __all__ = ["Engine", "MetricRequest", "ModelEntry"]
@@ -65,16 +65,6 @@ def _channels_first_shape(shape: tuple[int, ...] | None, layout: str) -> tuple[i
     if layout == "nhwc" and len(shape) >= 2:
         return (shape[-1], *shape[:-1])
     return shape
-
-
-def _to_device(state: Any, device: torch.device) -> Any:
-    if isinstance(state, Tensor):
-        return state.to(device)
-    if isinstance(state, dict):
-        return {k: _to_device(v, device) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_to_device(v, device) for v in state)
-    return state
 
 
 def _sync_free_count(t: Tensor) -> Tensor:
@@ -246,7 +236,7 @@ class Engine:
         if len(states) != len(owners):
             raise ValueError(f"checkpoint holds {len(states)} metric states, this run has {len(owners)}")
         for m, st in zip(owners, states):
-            m.load_state_dict(_to_device(st, self.device))
+            m.load_state_dict(state_to(st, self.device))
 
     def run(
         self,

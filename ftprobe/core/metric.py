@@ -334,6 +334,11 @@ class Metric(ABC):
         return f"{type(self).__name__}({opts})"
 
 
+def state_to(state: Any, device: torch.device | str) -> Any:
+    """A state (a tensor or containers of tensors) with every tensor moved to ``device``."""
+    return _tree_map(lambda t: t.to(device), state)
+
+
 def iter_state_tensors(state: Mapping[str, Any]) -> Iterator[Tensor]:
     """Every tensor in a state dict, depth first (for distributed reductions and memory estimates)."""
     stack: list[Any] = list(state.values())[::-1]
