@@ -12,7 +12,7 @@ from torch import Tensor
 
 __all__: list[str] = []
 
-_CHUNK_ELEMENTS = 1 << 22  # float64 elements per column chunk when forming an N×N Gram (32 MB)
+_CHUNK_ELEMENTS = 1 << 20  # float64 elements per column chunk when forming an N×N Gram (8 MB)
 
 
 def _check_features(x: Tensor, y: Tensor) -> None:
@@ -35,15 +35,19 @@ def _shifted64(x: Tensor) -> tuple[Tensor, Tensor]:
     constant column exactly zero (a plain mean of N copies of 0.1 is not exactly 0.1, which would leave rounding
     residue in place of the zero variance that must give NaN).
     """
-    x = x.detach().to(torch.float64)
-    shift = x[0] if x.shape[0] else x.new_zeros(x.shape[1:])
-    return x - shift, shift
+    x = x.detach().to(torch.float64, copy=True)  # a copy of its own, so the in-place shift never reaches the input
+    shift = x[0].clone() if x.shape[0] else x.new_zeros(x.shape[1:])
+    return x.sub_(shift), shift
 
 
 def _centred64(x: Tensor) -> Tensor:
-    """``x`` cast to float64, minus its column means: ``(N, P)`` → ``(N, P)``; constant columns become exactly 0."""
+    """``x`` cast to float64, minus its column means: ``(N, P)`` → ``(N, P)``; constant columns become exactly 0.
+
+    One float64 copy of ``x`` at most is alive (shift and centring are in place): for flattened conv maps this copy
+    is the largest allocation a CKA update makes.
+    """
     s, _ = _shifted64(x)
-    return s - s.mean(dim=0, keepdim=True)
+    return s.sub_(s.mean(dim=0, keepdim=True))
 
 
 def _gram_linear(x: Tensor) -> Tensor:

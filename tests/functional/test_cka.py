@@ -200,6 +200,21 @@ def test_gram_built_in_column_chunks_equals_one_product(monkeypatch: pytest.Monk
     assert rbf_cka(x, y, 0.5).item() == pytest.approx(expected[1], rel=1e-9)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_in_place_centring_never_writes_into_the_callers_features(dtype: torch.dtype, chunked: bool,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shifting and centring happen in place on a float64 copy; a float64 input must not be that copy.
+    if chunked:
+        monkeypatch.setattr(grams_module, "_CHUNK_ELEMENTS", 9 * 4)
+    x, y = (_randn(9, 13, seed=31) + 50.0).to(dtype), (_randn(9, 11, seed=32) - 7.0).to(dtype)
+    x0, y0 = x.clone(), y.clone()
+    grams_module._gram_linear(x)
+    grams_module._centred64(y)
+    linear_cka(x, y), rbf_cka(x, y, 0.5), linear_cka_debiased(x, y)
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+
 # -- streamed moments ---------------------------------------------------------------------------------------------
 def test_chan_merge_of_shards_equals_one_pass_in_any_grouping() -> None:
     x = _randn(70, 5, seed=18) * 3 + 1e3  # large mean: the merge must not cancel
