@@ -287,12 +287,13 @@ class Engine:
                 if amp:
                     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
                     stack.enter_context(torch.autocast(self.device.type, dtype=dtype))
-                last_batch = None
+                last_batch = None  # the last batch's sample indices only: its images are not kept alive
                 for batch in batches:
                     n = self._step(batch, captures, nonfinite)
                     stats["samples"] += n
                     stats["batches"] += 1
-                    last_batch = batch
+                    last_batch = batch.index
+                    del batch  # so the images are freed before the next batch is read, not after
                     if progress is not None:
                         progress(n)
                     if checkpoint is not None and checkpoint.every and stats["batches"] % checkpoint.every == 0:
@@ -318,9 +319,10 @@ class Engine:
         stats["last_index"] = last_index[0]
         return stats
 
-    def _save(self, checkpoint: Checkpointer, stats: dict[str, Any], last_index: list[int], batch: Any) -> Any:
-        if batch is not None and len(batch.index):
-            last_index[0] = max(last_index[0], int(batch.index.max()))  # one sync per checkpoint, not per batch
+    def _save(self, checkpoint: Checkpointer, stats: dict[str, Any], last_index: list[int],
+              index: Tensor | None) -> Any:
+        if index is not None and len(index):
+            last_index[0] = max(last_index[0], int(index.max()))  # one sync per checkpoint, not per batch
         position = {"samples": stats["samples"], "batches": stats["batches"], "last_index": last_index[0]}
         return checkpoint.save(position, self.dump_states())
 

@@ -7,7 +7,6 @@ Batches are used as supplied (no preprocessing). ``(x, y)`` batches get running 
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -111,7 +110,7 @@ class LoaderSource(DataSource):
         if self._pending is not None:
             it, first = self._pending
             self._pending = None
-            return itertools.chain([first], it)
+            return _replay(first, it)
         return iter(self._source)
 
     def batches(self) -> Iterator[Batch]:
@@ -151,3 +150,12 @@ class LoaderSource(DataSource):
         if seen == 0:
             once = " (a generator or iterator can be iterated only once)" if isinstance(self._source, Iterator) else ""
             raise DataError(f"The {self.kind} yielded no samples{once}. Give it at least one non-empty batch.")
+
+
+def _replay(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    """The peeked first batch, then the rest. Unlike ``itertools.chain([first], rest)``, which keeps its argument
+    tuple (and so the first batch's images) alive until the whole stream is read, this drops the batch once it is
+    consumed."""
+    yield first
+    del first
+    yield from rest

@@ -187,3 +187,25 @@ def test_label_metadata_is_learnt_while_iterating_a_generator() -> None:
     src = open_data(iter([(x, y)]))
     assert sum(len(b) for b in src.batches()) == 4
     assert src.has_labels and not src.multilabel  # known without re-reading the spent generator
+
+
+def test_the_peeked_first_batch_is_not_kept_alive_for_the_whole_run() -> None:
+    # The stream peeks at its first batch to learn the labels; the images of that batch must be freed once the run
+    # has moved on (itertools.chain([first], rest) kept them until the stream ended: a batch of memory for nothing).
+    import gc
+    import weakref
+
+    def batches():
+        for i in range(4):
+            yield torch.rand(8, 3, 4, 4), torch.arange(8) % 3
+
+    src = open_data(batches())
+    assert src.has_labels  # forces the peek
+    it = src.batches()
+    first = next(it)
+    ref = weakref.ref(first.x)
+    del first
+    next(it)
+    gc.collect()
+    assert ref() is None
+    assert sum(len(b) for b in it) == 16
