@@ -38,13 +38,16 @@ def main() -> None:
     p.add_argument("--mode", choices=["floor", "analysis"])
     p.add_argument("--measure-memory", action="store_true")
     a = p.parse_args()
+    if a.measure_memory:
+        def job():
+            base, tuned = c.googlenet_pair()
+            data = c.loader(a.images, a.size, a.batch_size)
+            c.floor([base, tuned], data) if a.mode == "floor" else analysis(base, tuned, data)
+
+        print(json.dumps(c.memory_of(job)))
+        return
     base, tuned = c.googlenet_pair()
     data = c.loader(a.images, a.size, a.batch_size)
-    if a.measure_memory:
-        before = c.own_peak_rss_mib()
-        c.floor([base, tuned], data) if a.mode == "floor" else analysis(base, tuned, data)
-        print(json.dumps({"peak_rss_mib": c.own_peak_rss_mib(), "before_mib": before}))
-        return
     analysis(base, tuned, c.loader(a.batch_size, a.size, a.batch_size))  # warm-up (first-call kernel set-up)
     c.floor([base, tuned], c.loader(a.batch_size, a.size, a.batch_size))
     med = c.alternate({"floor": lambda: c.floor([base, tuned], data),
@@ -57,8 +60,9 @@ def main() -> None:
     print(f"job: googlenet ×2, {len(c.STUDY_LAYERS)} layers, {a.images} images at {a.size} px, batch {a.batch_size}, "
           f"medians of {a.repeats} alternated runs")
     print(f"time   analysis / floor = {med['analysis'] / med['floor']:.3f}   (floor {med['floor']:.2f} s)")
-    print(f"memory analysis / floor = {mem_analysis / mem_floor:.3f}   (peak RSS {mem_analysis:.0f} vs "
-          f"{mem_floor:.0f} MiB)")
+    print(f"memory analysis / floor = {mem_analysis['peak_mib'] / mem_floor['peak_mib']:.3f}   (peak RSS "
+          f"{mem_analysis['peak_mib']:.0f} vs {mem_floor['peak_mib']:.0f} MiB; added by the job "
+          f"{mem_analysis['added_mib']:.0f} vs {mem_floor['added_mib']:.0f} MiB)")
 
 
 if __name__ == "__main__":

@@ -73,11 +73,12 @@ def main() -> None:
     p.add_argument("--mode", choices=list(MODES))
     p.add_argument("--measure-memory", action="store_true")
     a = p.parse_args()
-    base, tuned = models()
-    if a.measure_memory:
-        MODES[a.mode](base, tuned, data(a.images))
-        print(json.dumps({"peak_rss_mib": c.own_peak_rss_mib()}))
+    if a.measure_memory:  # every mode imports torch-cka, so only what the job allocates differs
+        import torch_cka  # noqa: F401
+
+        print(json.dumps(c.memory_of(lambda: MODES[a.mode](*models(), data(a.images)))))
         return
+    base, tuned = models()
     for fn in MODES.values():  # warm-up
         fn(base, tuned, data(128))
     ours = torch.as_tensor(run_ftprobe(base, tuned, data(a.images)), dtype=torch.float64)
@@ -88,9 +89,12 @@ def main() -> None:
     print(f"job: resnet18 ×2 (noise 0.5 std), {a.images} images 3×64×64, batch 64, CKA 4×4 cross-layer, "
           f"medians of {a.repeats} alternated runs, {torch.get_num_threads()} torch threads")
     print(f"max |ftprobe − torch-cka| over the 4×4 matrix (same estimator) = {(ours - peer).abs().max():.2e}")
+    f = mem["floor"]
     for name in MODES:
+        m = mem[name]
         print(f"{name:16s} time/floor = {med[name] / med['floor']:.3f}   peak memory/floor = "
-              f"{mem[name] / mem['floor']:.3f}   ({med[name]:.2f} s, {mem[name]:.0f} MiB)")
+              f"{m['peak_mib'] / f['peak_mib']:.3f}   added memory/floor = {m['added_mib'] / f['added_mib']:.2f}   "
+              f"({med[name]:.2f} s, peak {m['peak_mib']:.0f} MiB, added {m['added_mib']:.0f} MiB)")
 
 
 if __name__ == "__main__":
