@@ -29,6 +29,10 @@ from .app import App
               help="Adam learning rate.")
 @click.option("--preprocess", type=click.Choice(["imagenet", "caffe", "none"]), default="imagenet",
               show_default=True, help="The models' input normalisation: torchvision's, Lucid's 'caffe' (BGR), none.")
+@click.option("--transforms", type=click.Choice(["standard", "none"]), default="standard", show_default=True,
+              help="Lucid's random transforms at every step (pad 12, jitter 8, scale, rotation, jitter 4: pixel "
+                   "sizes made for 128-224 px images), or none (sharper but less robust pictures, for small models "
+                   "and images).")
 @click.option("--input-size", type=int, help="Resize the transformed image to this side (models with a fixed size).")
 @click.option("--arch", multiple=True, metavar="SPEC",
               help="Architecture of state dicts: torchvision:NAME or timm:NAME (once for all, or once per model).")
@@ -39,8 +43,8 @@ from .app import App
 @click.pass_obj
 def visualize(app: App, models: tuple[str, ...], layer: str, channels: str | None, pick: str | None,
               results_path: str | None, k: str | None, top: int, steps: int, size: int, seed: int, lr: float,
-              preprocess: str, input_size: int | None, arch: tuple[str, ...], trust_checkpoint: bool, device: str,
-              out_path: str) -> None:
+              preprocess: str, transforms: str, input_size: int | None, arch: tuple[str, ...],
+              trust_checkpoint: bool, device: str, out_path: str) -> None:
     """Optimise one image per channel of --layer for each MODEL (Lucid's feature visualisation) and write a grid:
     one row per model, one column per channel, captioned layer:channel and the value that chose the channel.
 
@@ -58,7 +62,8 @@ def visualize(app: App, models: tuple[str, ...], layer: str, channels: str | Non
     if len(arch) not in (0, 1, len(models)):
         raise FtprobeError(f"--arch was given {len(arch)} times for {len(models)} models; give one, or one each.")
     chosen = _parse_channels(channels) if channels is not None else None
-    _run(app, models, layer, chosen, pick, results_path, k, top, steps, size, seed, lr, preprocess, input_size,
+    _run(app, models, layer, chosen, pick, results_path, k, top, steps, size, seed, lr, preprocess,
+         None if transforms == "standard" else [], input_size,
          list(arch) if len(arch) > 1 else [arch[0] if arch else None] * len(models), trust_checkpoint, device,
          Path(out_path))
 
@@ -77,8 +82,8 @@ def _parse_channels(text: str) -> list[int]:
 
 def _run(app: App, models: tuple[str, ...], layer: str, chosen: list[int] | None, pick: str | None,
          results_path: str | None, k: str | None, top: int, steps: int, size: int, seed: int, lr: float,
-         preprocess: str, input_size: int | None, archs: list[str | None], trust: bool, device: str,
-         out_path: Path) -> None:
+         preprocess: str, transforms: list[Any] | None, input_size: int | None, archs: list[str | None], trust: bool,
+         device: str, out_path: Path) -> None:
     from rich.table import Table
 
     from ftprobe.core.loading import load_model
@@ -106,7 +111,8 @@ def _run(app: App, models: tuple[str, ...], layer: str, chosen: list[int] | None
     with app.progress(steps * len(loaded), "optimising") as advance:
         for lm in loaded:
             vis.append(visualize_channels(lm.module, layer, channels, steps=steps, size=size, seed=seed, lr=lr,
-                                          preprocess=preprocess, input_size=input_size, label=lm.label,
+                                          preprocess=preprocess, transforms=transforms, input_size=input_size,
+                                          label=lm.label,
                                           progress=advance))
     table = Table(title=f"feature visualisation of {resolved.name}"
                         + (f" ({resolved.spec})" if resolved.via_alias else ""), title_justify="left")

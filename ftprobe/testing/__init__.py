@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .data import Harness, SyntheticRun, TinyImages, ViewLog, synthetic_run, tiny_pair
+from .data import Harness, SyntheticRun, TinyImages, ViewLog, natural_images, synthetic_run, tiny_pair
 from .models import ReuseNet, TinyNet, make_image_folder, perturbed_copy
 
 _CONTRACT = ("SAME", "ContractSpec", "MetricContract", "assert_outputs_close", "check_identity")
@@ -27,6 +27,7 @@ __all__ = [
     "assert_outputs_close",
     "check_identity",
     "make_image_folder",
+    "natural_images",
     "perturbed_copy",
     "synthetic_run",
     "tiny_pair",

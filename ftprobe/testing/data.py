@@ -33,6 +33,7 @@ __all__ = [
     "TinyImages",
     "ViewLog",
     "model_scoped",
+    "natural_images",
     "synthetic_run",
     "tiny_pair",
 ]
@@ -297,3 +298,26 @@ class Harness:
     def load(self, states: Mapping[str, Any]) -> None:
         for (side, key), metric in self.metrics.items():
             metric.load_state_dict(states[f"{side}/{key}"])
+
+
+def natural_images(n: int, size: int, seed: int = 0) -> Tensor:
+    """Seeded natural-ish RGB images in ``[0, 1]``: ``(n, 3, size, size)`` float32.
+
+    Each has a 1/f amplitude spectrum (as natural photographs have; drawn with
+    :class:`~ftprobe.viz.FourierImage`, no colour mixing), contrast 0.2 (standard deviation) and a random mean colour
+    in ``[0.2, 0.8]`` per channel: the "dataset" that feature visualisation is measured against.
+
+    Example:
+        >>> x = natural_images(4, 16)
+        >>> tuple(x.shape), bool(((x >= 0) & (x <= 1)).all()), torch.equal(x, natural_images(4, 16))
+        ((4, 3, 16, 16), True, True)
+    """
+    from ftprobe.viz import FourierImage
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        raw = FourierImage(n, size, decorrelate=False, generator=g, sd=1.0).raw().double()
+    raw = raw - raw.mean(dim=(2, 3), keepdim=True)
+    raw = raw / raw.flatten(1).std(dim=1).view(-1, 1, 1, 1)
+    colour = torch.rand(n, 3, 1, 1, generator=g, dtype=torch.float64) * 0.6 + 0.2
+    return (0.2 * raw + colour).clamp(0, 1).float()

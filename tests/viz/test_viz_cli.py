@@ -38,6 +38,17 @@ def test_channels_two_models_grid_and_json(run, tiny_files, tmp_path):
     assert out.stat().st_size > 0 and f"grid written to {out}" in err
 
 
+def test_transforms_none_turns_the_random_transforms_off(run, tiny_files, tmp_path):
+    outs = {}
+    for choice in ("standard", "none"):
+        out = tmp_path / f"{choice}.png"
+        code, _, err = run("visualize", tiny_files[0], "--trust-checkpoint", "--layer", "mixed4a", "--channels", "1",
+                           "--steps", "2", "--size", "32", "--transforms", choice, "--out", str(out))
+        assert code == 0, err
+        outs[choice] = json.loads(out.with_suffix(".json").read_text())["settings"]["transforms"]
+    assert outs["none"] == "Compose([])" and "Jitter(d=8)" in outs["standard"] and "Pad(width=12" in outs["standard"]
+
+
 def test_pick_most_changed(run, tiny_files, tmp_path):
     code, stdout, err = run("visualize", *tiny_files, "--trust-checkpoint", "-l", "mixed3a", "--pick", "most-changed",
                             "--top", "2", "--steps", "1", "--size", "32", "--out", str(tmp_path / "m.png"))

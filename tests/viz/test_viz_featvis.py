@@ -10,22 +10,24 @@ from torch import nn
 
 from ftprobe.core.errors import FtprobeError, LayerNotFound
 from ftprobe.data import normalize
-from ftprobe.testing import TinyNet
+from ftprobe.testing import TinyNet, natural_images
 from ftprobe.viz import ChannelVisualizer, channel_count, layer_scores, resolve_layer, visualize, visualize_channels
-
-from .conftest import natural_images
 
 
 @pytest.mark.slow
 def test_acceptance_optimised_image_drives_every_channel_3x_above_natural_images():
-    # All 8 channels of mixed4a; the Fourier/decorrelated parameterisation, Adam lr 0.05, redirected ReLU, the
-    # model's preprocessing; no random transforms (see test_default_pipeline_* and the report for why).
+    # Every channel of mixed4a (16); the Fourier/decorrelated parameterisation, Adam lr 0.05, redirected ReLU, the
+    # model's preprocessing; the random transforms off: at 32 px Lucid's pixel-sized jitter moves the picture by a
+    # quarter of its side, which TinyNet's phase-locked stride-2 filters do not survive. With the transforms on, on a
+    # trained model, most channels but not all reach 3×: benchmarks/bench_featvis_strength.py and RESULTS.md.
     net = TinyNet()
     layer = resolve_layer(net, "mixed4a", 32)
+    channels = list(range(channel_count(layer)))
+    assert len(channels) == 16
     dataset_max = layer_scores(net, layer, natural_images(64, 32)).amax(dim=0)  # (C,)
-    vis = visualize_channels(net, "mixed4a", list(range(8)), steps=384, size=32, seed=0, transforms=[])
-    ratio = vis.activation / dataset_max[:8]
-    assert bool((ratio >= 3.0).all()), ratio
+    vis = visualize_channels(net, "mixed4a", channels, steps=384, size=32, seed=0, transforms=[])
+    ratio = vis.activation / dataset_max
+    assert bool((ratio >= 3.0).all()), ratio  # one seed, one image: test_same_seed_same_image_bitwise_*
 
 
 def test_default_pipeline_raises_the_objective_of_live_channels():
