@@ -107,8 +107,9 @@ def main() -> None:
         return
     print(f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
     for which in a.which.split(","):
-        print({"many": lambda: many(a.repeats), "truncated": lambda: truncated(a.repeats, a.truncated_images), "memory": memory}[which](),
-              flush=True)
+        jobs = {"many": lambda: many(a.repeats), "truncated": lambda: truncated(a.repeats, a.truncated_images),
+                "memory": memory}
+        print(jobs[which](), flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import torch
 
 from ftprobe.testing import TinyNet, make_image_folder, perturbed_copy
 
-
 # Tests use tiny tensors, where thread start-up costs more than it saves (and CI shares its 2 cores).
 torch.set_num_threads(1)
 

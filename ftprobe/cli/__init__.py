@@ -26,9 +26,9 @@ def _register() -> None:
     from .demo import demo
     from .layers import layers
     from .metrics import metrics
-    from .visualize import visualize
     from .report import report
     from .top_images import top_images
+    from .visualize import visualize
 
     cli.add_command(compare)
     cli.add_command(demo)

@@ -39,7 +39,8 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
 @click.option("--input-size", type=int, help="Probe forward image size when no --data is given.")
 @click.option("--workers", default="auto", show_default=True,
               help="DataLoader worker processes: a number, or auto (4 when streaming to a GPU, else 0).")
-@click.option("--amp", type=click.Choice(["bf16", "fp16"]), help="Forwards under autocast (GPU); statistics stay float64.")
+@click.option("--amp", type=click.Choice(["bf16", "fp16"]),
+              help="Forwards under autocast (GPU); statistics stay float64.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Save metric states every N batches to DIR/checkpoint.pt (always saved on Ctrl-C).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from --out DIR/checkpoint.pt.")
@@ -58,7 +59,8 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
 def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...], metrics: str | None,
             data: str | None, pairs: str, arch: tuple[str, ...], trust_checkpoint: bool, batch_size: int,
             limit: int | None, seed: int, device: str, preprocess: str, size: int, input_size: int | None,
-            workers: str, amp: str | None, checkpoint_every: int, resume: bool, raw_options: tuple[str, ...], k: tuple[str, ...], score: str | None,
+            workers: str, amp: str | None, checkpoint_every: int, resume: bool, raw_options: tuple[str, ...],
+            k: tuple[str, ...], score: str | None,
             cka_cross: bool | None, cka_features: str | None, cka_estimator: str | None,
             disabled: tuple[str, ...], json_path: str | None, out_dir: str) -> None:
     """Compare BASE with each TUNED model on the selected layers, in one pass over --data.
@@ -82,7 +84,9 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
             value = value[0]
         for target in _SHORTHANDS[flag]:
             options.setdefault(target, {})[key] = value
-    for target in ([Path(out_dir)] if not json_path else []) + ([Path(json_path).parent] if json_path not in (None, "-") else []):
+    targets = [Path(out_dir)] if not json_path else []
+    targets += [Path(json_path).parent] if json_path not in (None, "-") else []
+    for target in targets:
         if target.exists() and not target.is_dir():
             raise click.BadParameter(f"{str(target)!r} exists and is not a folder", param_hint="--out/--json")
     quiet_json = json_path == "-"

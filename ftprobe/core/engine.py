@@ -7,8 +7,8 @@ Everything that can fail because of user input fails in :meth:`Engine.prepare`, 
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -426,7 +426,7 @@ class Engine:
     def layer_records(self) -> list[dict[str, Any]]:
         """How each layer name was resolved, for the result's provenance."""
         recs = []
-        for i, r in enumerate(self.layers):
+        for r in self.layers:
             rec = {"spec": r.spec, "name": r.name, "alias": r.via_alias, "shape": list(r.shape or ()),
                    "layout": r.layout, "inplace_after": r.inplace}
             per_model = {self.models[m].label: self.names[m][r.name] for m in range(len(self.models))}

@@ -29,7 +29,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -47,7 +47,7 @@ __all__ = [
     "resolve_reduce",
 ]
 
-Reduce = Union[Literal["sum", "cat", "max", "min"], Callable[[Any, Any], Any]]
+Reduce = Literal["sum", "cat", "max", "min"] | Callable[[Any, Any], Any]
 
 
 class Need(enum.Flag):

@@ -25,7 +25,7 @@ dropped and nothing is sorted until :func:`finalize_topk`. All of this is shape 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -54,7 +54,7 @@ __all__ = [
 ALL = "all"
 MAX_MULTILABEL_CLASSES = 63  # bit 63 is the sign bit of int64; -1 must stay free to mean "no label"
 _MIN_SLACK = 128
-KSpec = Union[int, str, Sequence[Union[int, str]]]
+KSpec = int | str | Sequence[int | str]
 TopKState = dict[str, list[Tensor]]
 
 

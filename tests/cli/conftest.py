@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from ftprobe.testing.cli import invoke
 from ftprobe.testing import make_image_folder, perturbed_copy
+from ftprobe.testing.cli import invoke
 
 
 @pytest.fixture

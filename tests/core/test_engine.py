@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import ftprobe

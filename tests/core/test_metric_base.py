@@ -29,7 +29,8 @@ class Counter(Metric):
         self.per_layer = {**self.per_layer, key: self.per_layer.get(key, 0) + x.sum()}
 
     def compute(self):
-        return {"n": self.n, "top": self.top, "seen": sum(t.shape[0] for t in self.seen), "layers": sorted(self.per_layer)}
+        return {"n": self.n, "top": self.top, "seen": sum(t.shape[0] for t in self.seen),
+                "layers": sorted(self.per_layer)}
 
 
 def test_reset_and_options_recorded():

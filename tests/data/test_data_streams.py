@@ -196,7 +196,7 @@ def test_the_peeked_first_batch_is_not_kept_alive_for_the_whole_run() -> None:
     import weakref
 
     def batches():
-        for i in range(4):
+        for _ in range(4):
             yield torch.rand(8, 3, 4, 4), torch.arange(8) % 3
 
     src = open_data(batches())

@@ -11,6 +11,7 @@ from ftprobe.demo import variants
 from ftprobe.demo.variants import MODELS, QUICK, Settings, cache_dir, load_or_train
 from ftprobe.demo.world import World
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """As ``ftprobe demo`` does on a small machine: tiny convolutions run faster on one thread."""

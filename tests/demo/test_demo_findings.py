@@ -93,7 +93,8 @@ def test_write_outputs_falls_back_to_results_json_without_the_report_package(tmp
     from ftprobe.demo import study
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(study.importlib.util, "find_spec", lambda name: None if name == "ftprobe.report" else real(name))
+    monkeypatch.setattr(study.importlib.util, "find_spec",
+                        lambda name: None if name == "ftprobe.report" else real(name))
     r = _result(cka=[0.9] * 4, rel=[0.1] * 4, ent_tuned=[0.5] * 4, ent_base=[0.5] * 4, overlaps=[50.0])
     path = study.write_outputs(r, tmp_path / "out", ["first line", "second line"])
     assert path == tmp_path / "out" / "results.json" and Result.load(path).pairs == r.pairs

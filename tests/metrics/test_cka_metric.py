@@ -162,8 +162,8 @@ def test_float32_activations_with_a_large_offset_keep_their_value() -> None:
     exact = _run(CKA(), _steps({"l": x32}, {"l": y32}, (64,) * 8)).compute()["l"]["cka"].item()
     assert exact == pytest.approx(linear_cka(x32.double(), y32.double()).item(), abs=1e-12)
     # Centring the float32 Gram matrix instead (PEERS.md §6.1) is far off: the check above has teeth.
-    k, l, h = x32 @ x32.T, y32 @ y32.T, torch.eye(512) - 1.0 / 512
-    kc, lc = h @ k @ h, h @ l @ h
+    gk, gl, h = x32 @ x32.T, y32 @ y32.T, torch.eye(512) - 1.0 / 512
+    kc, lc = h @ gk @ h, h @ gl @ h
     assert abs((kc * lc).sum() / (kc.norm() * lc.norm()) - truth) > 1e-2
 
 
@@ -207,7 +207,10 @@ def test_state_round_trips_through_torch_save_weights_only(config: str) -> None:
 
 def test_state_of_the_default_path_does_not_grow_with_samples() -> None:
     base, tuned = _acts(seed=11, n=200)
-    sizes = lambda metric: sum(t.numel() for s in metric.state_dict()["moments"]["stats"].values() for t in s.values())
+
+    def sizes(metric):
+        return sum(t.numel() for s in metric.state_dict()["moments"]["stats"].values() for t in s.values())
+
     one = _run(CKA(), _steps(base, tuned, (20,)))
     many = _run(CKA(), _steps(base, tuned, (20,) * 10))
     widths = ((4, 4), (3, 3), (6, 7))  # (base, tuned) gap widths of conv, tokens, vec

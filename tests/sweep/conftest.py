@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 import ftprobe
-from ftprobe.testing.cli import CliRun, invoke
 from ftprobe.testing import make_image_folder, perturbed_copy
+from ftprobe.testing.cli import CliRun, invoke
 
 #: The four built-in metrics, named explicitly so that an installed third-party plugin cannot change what runs.
 BUILTIN_METRICS = "cka,weight_l2,topk_overlap,class_concentration"

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torchvision
 
-from ftprobe.testing.cli import invoke
 from ftprobe.core.results import Result, Value
 from ftprobe.testing import TinyNet, perturbed_copy
+from ftprobe.testing.cli import invoke
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ the mutual k-NN run with a small ``max_samples`` streams, merges and resumes wit
 from __future__ import annotations
 
 from ftprobe.testing import MetricContract
+
 from ftprobe_similarity.metrics import PWCCA, SVCCA, MutualKNN, Procrustes
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-
 from ftprobe import Activation, PairStep, RunContext
 from ftprobe.core.errors import MetricNeedsError
+
 from ftprobe_similarity.functional import mutual_knn, procrustes, pwcca, svcca
 from ftprobe_similarity.metrics import PWCCA, SVCCA, MutualKNN, Procrustes
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 
-import pytest
-
 import ftprobe
+import pytest
 from ftprobe.core.errors import PluginError
 from ftprobe.core.registry import metric_specs
 from ftprobe.testing.cli import invoke
@@ -72,7 +71,6 @@ def test_disable_metric_removes_it(capsys: pytest.CaptureFixture[str]) -> None:
 def test_compare_runs_the_plugin_metrics(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     import torch
     import torchvision
-
     from ftprobe.testing import make_image_folder, perturbed_copy
 
     torch.manual_seed(0)

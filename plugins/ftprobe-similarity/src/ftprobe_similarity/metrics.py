@@ -13,10 +13,9 @@ from collections.abc import Hashable
 from typing import Any
 
 import torch
-from torch import Tensor
-
 from ftprobe import Metric, Need, PairStep, RunContext, Scope
 from ftprobe.core.errors import MetricNeedsError
+from torch import Tensor
 
 from .functional import (
     RANK_TOL,
