@@ -103,11 +103,10 @@ def memory_of(fn: Callable[[], object]) -> dict[str, float]:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        before = _status_mib("VmRSS")
-        fn()
-        peak = _status_mib("VmHWM")
+        reset = True
     except OSError:
-        before = _status_mib("VmRSS") if sys.platform == "linux" else 0.0
-        fn()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        reset = False
+    before = _status_mib("VmRSS") if sys.platform == "linux" else 0.0
+    fn()
+    peak = _status_mib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"peak_mib": peak, "added_mib": peak - before}

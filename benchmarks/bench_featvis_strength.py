@@ -67,10 +67,10 @@ def main() -> None:
             "natural-ish images": layer_scores(net, layer, natural_images(64, a.size)).amax(dim=0)[chans]}
     print(f"DemoNet trained on {a.photos} photos × {a.epochs} epochs; layer {a.layer}, {len(chans)} channels, "
           f"{a.steps} steps at {a.size} px, seed {a.seed}")
+    start = visualize_channels(net, a.layer, chans, steps=0, size=a.size, seed=a.seed).activation  # same for both
     for label, transforms in (("Lucid's pipeline", None), ("without the random transforms", [])):
         kw = {} if transforms is None else {"transforms": transforms}
         vis = visualize_channels(net, a.layer, chans, steps=a.steps, size=a.size, seed=a.seed, **kw)
-        start = visualize_channels(net, a.layer, chans, steps=0, size=a.size, seed=a.seed).activation
         print(f"\n{label}: optimised activation / best of 64 ...")
         for data, top in best.items():
             ratio = vis.activation / top

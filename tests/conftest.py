@@ -13,9 +13,27 @@ import pytest
 import torch
 
 from ftprobe.testing import TinyNet, make_image_folder, perturbed_copy
+from ftprobe.testing.cli import invoke
 
 # Tests use tiny tensors, where thread start-up costs more than it saves (and CI shares its 2 cores).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts on one intra-op thread, and a test that changes the count (``ftprobe demo`` picks its own)
+    does not leak it into the next."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``ftprobe ARGS`` in-process: ``(exit code, stdout, stderr)``; anything but a SystemExit propagates, so a
+    traceback fails the test instead of passing as an error exit."""
+    return lambda *args: invoke(capsys, *args)
 
 
 @pytest.fixture(autouse=True)

@@ -287,23 +287,23 @@ class Engine:
                 if amp:
                     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
                     stack.enter_context(torch.autocast(self.device.type, dtype=dtype))
-                last_batch = None  # the last batch's sample indices only: its images are not kept alive
+                last_batch_index = None  # not the batch itself: its images must not outlive the step
                 for batch in batches:
                     n = self._step(batch, captures, nonfinite)
                     stats["samples"] += n
                     stats["batches"] += 1
-                    last_batch = batch.index
+                    last_batch_index = batch.index
                     del batch  # so the images are freed before the next batch is read, not after
                     if progress is not None:
                         progress(n)
                     if checkpoint is not None and checkpoint.every and stats["batches"] % checkpoint.every == 0:
-                        self._save(checkpoint, stats, last_index, last_batch)
-                        last_batch = None
+                        self._save(checkpoint, stats, last_index, last_batch_index)
+                        last_batch_index = None
         except KeyboardInterrupt:
             stats["interrupted"] = True
             msg = f"interrupted after {stats['samples']} samples: the values below cover only those samples"
             if checkpoint is not None:
-                f = self._save(checkpoint, stats, last_index, last_batch)
+                f = self._save(checkpoint, stats, last_index, last_batch_index)
                 msg += f"; the partial state is saved in {f}: run the same command with --resume to continue"
             self.warnings.append(msg)
         for (m, layer), count in nonfinite.items():

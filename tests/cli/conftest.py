@@ -5,13 +5,6 @@ import torch
 import torchvision
 
 from ftprobe.testing import make_image_folder, perturbed_copy
-from ftprobe.testing.cli import invoke
-
-
-@pytest.fixture
-def run_cli(capsys):
-    """Run ``ftprobe ARGS`` in-process; exceptions that are not user errors propagate (never swallowed)."""
-    return lambda *args: invoke(capsys, *args)
 
 
 @pytest.fixture(scope="session")

@@ -11,16 +11,6 @@ from ftprobe.demo import variants
 from ftprobe.demo.variants import MODELS, QUICK, Settings, cache_dir, load_or_train
 from ftprobe.demo.world import World
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """As ``ftprobe demo`` does on a small machine: tiny convolutions run faster on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 TINY = Settings(n_photos=60, pretrain_epochs=1, n_medium=30, medium_epochs=1, n_small=30, small_epochs=1,
                 small_seeds=1, n_val=30, n_test=30, width=4, n_eval=30, k=5)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import torch
@@ -16,7 +15,6 @@ import torch
 import ftprobe
 from ftprobe.report import write_report
 from ftprobe.testing import TinyNet, make_image_folder, perturbed_copy
-from ftprobe.testing.cli import invoke
 
 # Class folders whose names would run code if a report pasted them into HTML unescaped (a folder name cannot
 # hold "/", so "</script>" itself cannot be a class) and one that matplotlib would read as mathtext.
@@ -59,10 +57,6 @@ def report_dir(report_result: ftprobe.Result, tmp_path_factory: pytest.TempPathF
 
 
 # -- running the CLI in-process ------------------------------------------------------------------------------------
-@pytest.fixture
-def run_ftprobe(capsys: pytest.CaptureFixture[str]) -> Any:
-    """Run ``ftprobe ARGS`` in-process; only SystemExit is caught (bugs propagate)."""
-    return lambda *args: invoke(capsys, *args)
 
 
 

@@ -32,7 +32,7 @@ def pickled_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 
 @pytest.mark.slow
-def test_report_rerenders_the_same_figures_without_a_model(run_ftprobe, report_dir: Path, tmp_path: Path,
+def test_report_rerenders_the_same_figures_without_a_model(run_cli, report_dir: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import ftprobe.core.engine
     import ftprobe.core.loading
@@ -42,7 +42,7 @@ def test_report_rerenders_the_same_figures_without_a_model(run_ftprobe, report_d
 
     monkeypatch.setattr(ftprobe.core.loading, "load_model", no_model)
     monkeypatch.setattr(ftprobe.core.engine.Engine, "run", no_model)
-    r = run_ftprobe("report", str(report_dir / "results.json"), "--out", str(tmp_path), "--summary", "Re-rendered.")
+    r = run_cli("report", str(report_dir / "results.json"), "--out", str(tmp_path), "--summary", "Re-rendered.")
     assert r.exit_code == 0, r.stderr
     assert f"report written to {tmp_path / 'report.html'}" in r.stderr
     assert (tmp_path / "results.json").read_bytes() == (report_dir / "results.json").read_bytes()
@@ -52,7 +52,7 @@ def test_report_rerenders_the_same_figures_without_a_model(run_ftprobe, report_d
     assert "Re-rendered." in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
-def test_report_defaults_to_the_folder_of_the_results(run_ftprobe, report_dir: Path, tmp_path: Path) -> None:
+def test_report_defaults_to_the_folder_of_the_results(run_cli, report_dir: Path, tmp_path: Path) -> None:
     data = json.loads((report_dir / "results.json").read_text())  # weight values only: a quick render
     data.update(data=None, metrics={"weight_l2": data["metrics"]["weight_l2"]},
                 values=[v for v in data["values"] if v["metric"] == "weight_l2"])
@@ -61,7 +61,7 @@ def test_report_defaults_to_the_folder_of_the_results(run_ftprobe, report_dir: P
     src.write_text(json.dumps(data))
     for stale in ("cka_per_layer.png", "grid_pair1_layer1_x.png", "mine.png"):  # an earlier render, a user file
         (src.parent / "figures" / stale).write_bytes(b"old")
-    r = run_ftprobe("report", str(src))
+    r = run_cli("report", str(src))
     assert r.exit_code == 0, r.stderr
     assert sorted(p.name for p in (src.parent / "figures").iterdir()) == ["mine.png", "weight_change.png"]
     assert "Weight change (parameter space)" in (src.parent / "report.html").read_text(encoding="utf-8")
@@ -71,19 +71,19 @@ def test_report_defaults_to_the_folder_of_the_results(run_ftprobe, report_dir: P
     pytest.param(None, "no results file at", id="missing"),
     pytest.param('{"schema_version": 1, "models": []}', "does not follow the results schema", id="bad-schema"),
 ])
-def test_report_user_errors_are_one_line(run_ftprobe, tmp_path: Path, content: str | None, expect: str) -> None:
+def test_report_user_errors_are_one_line(run_cli, tmp_path: Path, content: str | None, expect: str) -> None:
     path = tmp_path / "results.json"
     if content is not None:
         path.write_text(content)
-    r = run_ftprobe("report", str(path), "--out", str(tmp_path / "out"))
+    r = run_cli("report", str(path), "--out", str(tmp_path / "out"))
     assert r.exit_code == 1 and expect in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_top_images_draws_the_asked_channels(run_ftprobe, pickled_models, hostile_images: Path, tmp_path: Path,
+def test_top_images_draws_the_asked_channels(run_cli, pickled_models, hostile_images: Path, tmp_path: Path,
                                              one_thread) -> None:
     base, tuned = pickled_models
-    r = run_ftprobe("top-images", str(base), str(tuned), "--trust-checkpoint", "--layer", "mixed4d",
+    r = run_cli("top-images", str(base), str(tuned), "--trust-checkpoint", "--layer", "mixed4d",
                     "--channels", "0,3,17", "--data", str(hostile_images), "--size", "32", "--k", "4",
                     "--out", str(tmp_path / "grid.png"), "--json", str(tmp_path / "r.json"))
     assert r.exit_code == 0, r.stderr
@@ -101,16 +101,16 @@ def test_top_images_draws_the_asked_channels(run_ftprobe, pickled_models, hostil
     pytest.param("0,99", 1, "pick channels in 0..31 (got [99])", id="out-of-range"),
     pytest.param("a,b", 2, "is not a comma-separated list", id="not-numbers"),
 ])
-def test_top_images_bad_channels(run_ftprobe, pickled_models, hostile_images: Path, tmp_path: Path, one_thread,
+def test_top_images_bad_channels(run_cli, pickled_models, hostile_images: Path, tmp_path: Path, one_thread,
                                  channels: str, code: int, expect: str) -> None:
     base, tuned = pickled_models
-    r = run_ftprobe("top-images", str(base), str(tuned), "--trust-checkpoint", "--layer", "mixed4d",
+    r = run_cli("top-images", str(base), str(tuned), "--trust-checkpoint", "--layer", "mixed4d",
                     "--channels", channels, "--data", str(hostile_images), "--size", "32",
                     "--out", str(tmp_path / "grid.png"))
     assert r.exit_code == code and expect in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "grid.png").exists()
 
 
-def test_help_lists_the_report_commands(run_ftprobe) -> None:
-    r = run_ftprobe("--help")
+def test_help_lists_the_report_commands(run_cli) -> None:
+    r = run_cli("--help")
     assert r.exit_code == 0 and "report" in r.output and "top-images" in r.output

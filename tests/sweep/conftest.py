@@ -1,9 +1,10 @@
-"""Shared helpers of the architecture sweep and the bad-input matrix: one torch thread, a labelled tensor dataset,
-an in-process CLI runner and the check that a user mistake ends in one ``Error:`` line, never a traceback."""
+"""Shared helpers of the architecture sweep and the bad-input matrix: a labelled tensor dataset and the check that a
+user mistake ends in one ``Error:`` line, never a traceback (the in-process CLI runner and the one-thread rule are the
+root conftest's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,20 +13,11 @@ from torch.utils.data import Dataset
 
 import ftprobe
 from ftprobe.testing import make_image_folder, perturbed_copy
-from ftprobe.testing.cli import CliRun, invoke
+from ftprobe.testing.cli import CliRun
 
 #: The four built-in metrics, named explicitly so that an installed third-party plugin cannot change what runs.
 BUILTIN_METRICS = "cka,weight_l2,topk_overlap,class_concentration"
 TV_ARCH = "torchvision:mobilenet_v3_small"
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine two threads spin against other processes and run ~10× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class LabelledTensors(Dataset):
@@ -45,12 +37,6 @@ class LabelledTensors(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         return self.x[i], i % 2, i
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
-    """Run ``ftprobe ARGS`` in-process; anything but a SystemExit propagates (a traceback fails the test)."""
-    return lambda *args: invoke(capsys, *args)
 
 
 def _assert_user_error(r: CliRun, *needles: str, code: int = 1) -> None:

@@ -257,7 +257,7 @@ def test_naming_an_aux_head_says_it_does_not_run_in_eval(name: str, aux: str) ->
 
 
 @pytest.mark.slow
-def test_googlenet_checkpoints_with_and_without_aux_heads_compare(cli: Any, tmp_path: Any) -> None:
+def test_googlenet_checkpoints_with_and_without_aux_heads_compare(run_cli: Any, tmp_path: Any) -> None:
     """A base saved with its auxiliary heads against a fine-tune saved without them (aux_logits=False)."""
     torch.manual_seed(0)
     base = torchvision.models.googlenet(aux_logits=True, init_weights=False)
@@ -265,7 +265,7 @@ def test_googlenet_checkpoints_with_and_without_aux_heads_compare(cli: Any, tmp_
     tuned.load_state_dict({k: v for k, v in perturbed_copy(base).state_dict().items() if not k.startswith("aux")})
     torch.save(base.state_dict(), tmp_path / "base.pt")
     torch.save(tuned.state_dict(), tmp_path / "tuned.pt")
-    r = cli("compare", tmp_path / "base.pt", tmp_path / "tuned.pt", "--arch", "torchvision:googlenet",
+    r = run_cli("compare", tmp_path / "base.pt", tmp_path / "tuned.pt", "--arch", "torchvision:googlenet",
             "--layers", "mixed4*", "-m", "weight_l2", "--input-size", "64", "--out", tmp_path)
     assert r.code == 0, r.err
     assert "auxiliary heads" in r.err and "Traceback" not in r.err

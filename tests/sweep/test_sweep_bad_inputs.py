@@ -59,8 +59,8 @@ class _Payload:
 # -- checkpoints ---------------------------------------------------------------------------------------------------
 
 
-def test_missing_checkpoint(cli, user_error, compare_args, tmp_path):
-    user_error(cli(*_with_tuned(compare_args, tmp_path / "nope.pt")), "Checkpoint file not found", "nope.pt")
+def test_missing_checkpoint(run_cli, user_error, compare_args, tmp_path):
+    user_error(run_cli(*_with_tuned(compare_args, tmp_path / "nope.pt")), "Checkpoint file not found", "nope.pt")
 
 
 @pytest.mark.parametrize(
@@ -72,18 +72,18 @@ def test_missing_checkpoint(cli, user_error, compare_args, tmp_path):
         pytest.param(b"\x89PNG\r\n\x1a\n" + bytes(64), "not a PyTorch checkpoint", id="png-bytes"),
     ],
 )
-def test_unreadable_checkpoint(cli, user_error, compare_args, small_checkpoints, tmp_path, content, needle):
+def test_unreadable_checkpoint(run_cli, user_error, compare_args, small_checkpoints, tmp_path, content, needle):
     path = tmp_path / "bad.pt"
     if content == b"TRUNCATED":
         raw = small_checkpoints[1].read_bytes()
         content = raw[: len(raw) // 2]
     path.write_bytes(content)
-    user_error(cli(*_with_tuned(compare_args, path)), "is not a PyTorch checkpoint", needle)
+    user_error(run_cli(*_with_tuned(compare_args, path)), "is not a PyTorch checkpoint", needle)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's weights-only reader on a raw pickle
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
-def test_pickle_payload_never_runs_without_trust(cli, user_error, compare_args, tmp_path, writer):
+def test_pickle_payload_never_runs_without_trust(run_cli, user_error, compare_args, tmp_path, writer):
     marker, path = tmp_path / "PWNED", tmp_path / "payload.pt"
     if writer == "torch.save":
         torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": _Payload(marker)}, path)
@@ -91,26 +91,26 @@ def test_pickle_payload_never_runs_without_trust(cli, user_error, compare_args, 
     else:
         path.write_bytes(pickle.dumps(_Payload(marker)))
         needle = "not a PyTorch checkpoint"
-    user_error(cli(*_with_tuned(compare_args, path)), needle)
+    user_error(run_cli(*_with_tuned(compare_args, path)), needle)
     assert not marker.exists()
 
 
-def test_pickled_module_needs_trust_and_loads_with_it(cli, user_error, tmp_path, small_images):
+def test_pickled_module_needs_trust_and_loads_with_it(run_cli, user_error, tmp_path, small_images):
     base = TinyNet(seed=0)
     torch.save(base, tmp_path / "base.pt")
     torch.save(perturbed_copy(base), tmp_path / "tuned.pt")
     args = ["compare", tmp_path / "base.pt", tmp_path / "tuned.pt", "--layers", "mixed4*", "-m", "weight_l2",
             "--input-size", "32", "--out", tmp_path]
-    user_error(cli(*args), "holds pickled Python objects", "--trust-checkpoint")
-    r = cli(*args, "--trust-checkpoint")
+    user_error(run_cli(*args), "holds pickled Python objects", "--trust-checkpoint")
+    r = run_cli(*args, "--trust-checkpoint")
     assert r.code == 0, r.err
     assert {v.layer for v in ftprobe.Result.load(tmp_path / "results.json").select("weight_l2")} == {"mixed4a",
                                                                                                     "mixed4d"}
 
 
-def test_state_dict_of_another_architecture(cli, user_error, compare_args, tmp_path):
+def test_state_dict_of_another_architecture(run_cli, user_error, compare_args, tmp_path):
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet.pt")
-    r = cli(*_with_tuned(compare_args, tmp_path / "resnet.pt"), "--arch", ARCH)
+    r = run_cli(*_with_tuned(compare_args, tmp_path / "resnet.pt"), "--arch", ARCH)
     user_error(r, "does not fit the architecture torchvision:mobilenet_v3_small", "--arch")
 
 
@@ -122,9 +122,9 @@ def head10(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("layers", [["--layers", "features.5"], []], ids=["named-layer", "natural-layers"])
-def test_replaced_head_works_and_is_reported(cli, compare_args, head10, tmp_path, layers):
+def test_replaced_head_works_and_is_reported(run_cli, compare_args, head10, tmp_path, layers):
     args = [a for a in _with_tuned(compare_args, head10) if a not in ("--layers", "features.5")]
-    r = cli(*args, *layers, "--json", tmp_path / "r.json")
+    r = run_cli(*args, *layers, "--json", tmp_path / "r.json")
     assert r.code == 0, r.err
     assert "Replaced classification head 'classifier.3': 10 classes" in r.err
     result = ftprobe.Result.load(tmp_path / "r.json")
@@ -132,8 +132,8 @@ def test_replaced_head_works_and_is_reported(cli, compare_args, head10, tmp_path
     assert {v.metric for v in result.values} == set(METRICS.split(","))
 
 
-def test_weight_change_of_a_replaced_head_layer_reports_it(cli, small_checkpoints, head10, tmp_path):
-    r = cli("compare", small_checkpoints[0], head10, "--layers", "classifier", "-m", "weight_l2",
+def test_weight_change_of_a_replaced_head_layer_reports_it(run_cli, small_checkpoints, head10, tmp_path):
+    r = run_cli("compare", small_checkpoints[0], head10, "--layers", "classifier", "-m", "weight_l2",
             "--input-size", "32", "--json", tmp_path / "r.json")
     assert r.code == 0, r.err
     [value] = ftprobe.Result.load(tmp_path / "r.json").select("weight_l2")
@@ -143,8 +143,8 @@ def test_weight_change_of_a_replaced_head_layer_reports_it(cli, small_checkpoint
 # -- layers --------------------------------------------------------------------------------------------------------
 
 
-def test_layer_not_found(cli, user_error, compare_args):
-    user_error(cli(*_swap(compare_args, "--layers", "featurs.5")), "Unknown layer 'featurs.5'", "Did you mean")
+def test_layer_not_found(run_cli, user_error, compare_args):
+    user_error(run_cli(*_swap(compare_args, "--layers", "featurs.5")), "Unknown layer 'featurs.5'", "Did you mean")
 
 
 class _NoTensorOut(nn.Module):
@@ -168,32 +168,32 @@ def test_layer_whose_output_holds_no_tensor() -> None:
         ftprobe.compare(base, perturbed_copy(base), layers=["spy"], metrics="weight_l2", input_size=32)
 
 
-def test_models_whose_layer_shapes_differ(cli, user_error, compare_args):
+def test_models_whose_layer_shapes_differ(run_cli, user_error, compare_args):
     args = ["compare", ARCH, "torchvision:mobilenet_v3_large", *compare_args[3:]]
-    user_error(cli(*args), "layer 'features.5' has output shape (40, 2, 2)", "(40, 4, 4)", "differ in architecture")
+    user_error(run_cli(*args), "layer 'features.5' has output shape (40, 2, 2)", "(40, 4, 4)", "differ in architecture")
 
 
 # -- data ----------------------------------------------------------------------------------------------------------
 
 
-def test_data_directory_missing(cli, user_error, compare_args, tmp_path):
-    user_error(cli(*_swap(compare_args, "--data", tmp_path / "nodir")), "does not exist")
+def test_data_directory_missing(run_cli, user_error, compare_args, tmp_path):
+    user_error(run_cli(*_swap(compare_args, "--data", tmp_path / "nodir")), "does not exist")
 
 
-def test_data_directory_empty(cli, user_error, compare_args, tmp_path):
+def test_data_directory_empty(run_cli, user_error, compare_args, tmp_path):
     (tmp_path / "empty").mkdir()
-    user_error(cli(*_swap(compare_args, "--data", tmp_path / "empty")), "No image files found")
+    user_error(run_cli(*_swap(compare_args, "--data", tmp_path / "empty")), "No image files found")
 
 
-def test_data_directory_of_unreadable_files_only(cli, user_error, compare_args, tmp_path):
+def test_data_directory_of_unreadable_files_only(run_cli, user_error, compare_args, tmp_path):
     for cls, name, data in [("a", "x.jpg", b"not a jpeg"), ("b", "y.png", b"\x89PNG\r\n\x1a\n garbage")]:
         (tmp_path / "bad" / cls).mkdir(parents=True)
         (tmp_path / "bad" / cls / name).write_bytes(data)
-    r = cli(*_swap(compare_args, "--data", tmp_path / "bad"))
+    r = run_cli(*_swap(compare_args, "--data", tmp_path / "bad"))
     user_error(r, "No readable sample", "x.jpg", "UnidentifiedImageError")
 
 
-def test_mixed_image_modes_in_one_folder(cli, compare_args, tmp_path):
+def test_mixed_image_modes_in_one_folder(run_cli, compare_args, tmp_path):
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (40, 40), dtype=np.uint8)
     rgb = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
@@ -210,7 +210,7 @@ def test_mixed_image_modes_in_one_folder(cli, compare_args, tmp_path):
         img.save(tmp_path / "mixed" / rel)
     modes = {Image.open(tmp_path / "mixed" / rel).mode for rel in images}
     assert modes == {"L", "LA", "P", "RGBA", "CMYK", "I;16"}
-    r = cli(*_swap(compare_args, "--data", tmp_path / "mixed"), "--json", tmp_path / "r.json")
+    r = run_cli(*_swap(compare_args, "--data", tmp_path / "mixed"), "--json", tmp_path / "r.json")
     assert r.code == 0, r.err
     result = ftprobe.Result.load(tmp_path / "r.json")
     assert result.run["samples"] == 6 and result.data["skipped"] == 0 and result.warnings == []
@@ -226,11 +226,11 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
 
 
-def test_decompression_bomb_is_skipped_and_listed(cli, compare_args, small_images, tmp_path):
+def test_decompression_bomb_is_skipped_and_listed(run_cli, compare_args, small_images, tmp_path):
     data = tmp_path / "bomb"
     shutil.copytree(small_images, data)
     (data / "class_0" / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
-    r = cli(*_swap(compare_args, "--data", data), "--json", tmp_path / "r.json")
+    r = run_cli(*_swap(compare_args, "--data", data), "--json", tmp_path / "r.json")
     assert r.code == 0, r.err
     result = ftprobe.Result.load(tmp_path / "r.json")
     [skipped] = result.data["skipped_files"]
@@ -238,12 +238,12 @@ def test_decompression_bomb_is_skipped_and_listed(cli, compare_args, small_image
     assert result.run["samples"] == 8
 
 
-def test_symlink_loop_is_entered_once(cli, compare_args, small_images, tmp_path):
+def test_symlink_loop_is_entered_once(run_cli, compare_args, small_images, tmp_path):
     data = tmp_path / "loop"
     shutil.copytree(small_images, data)
     (data / "class_0" / "back").symlink_to(data)  # a loop to the top
     (data / "class_1" / "again").symlink_to(data / "class_1")  # a loop to itself
-    r = cli(*_swap(compare_args, "--data", data), "--json", tmp_path / "r.json")
+    r = run_cli(*_swap(compare_args, "--data", data), "--json", tmp_path / "r.json")
     assert r.code == 0, r.err
     result = ftprobe.Result.load(tmp_path / "r.json")
     assert result.run["samples"] == 8 and result.data["classes"] == ["class_0", "class_1"]
@@ -260,29 +260,29 @@ def test_symlink_loop_is_entered_once(cli, compare_args, small_images, tmp_path)
         pytest.param(b"\xff\xfe\x00p\x00a\x00t\x00h\x00", ("is not UTF-8 text",), id="not-utf8"),
     ],
 )
-def test_bad_csv(cli, user_error, compare_args, small_images, tmp_path, text, needles):
+def test_bad_csv(run_cli, user_error, compare_args, small_images, tmp_path, text, needles):
     csv = tmp_path / "list.csv"
     shutil.copytree(small_images, tmp_path, dirs_exist_ok=True)
     csv.write_bytes(text if isinstance(text, bytes) else text.encode())
-    user_error(cli(*_swap(compare_args, "--data", csv)), *needles)
+    user_error(run_cli(*_swap(compare_args, "--data", csv)), *needles)
 
 
 # -- metrics -------------------------------------------------------------------------------------------------------
 
 
-def test_minibatch_cka_with_batches_under_four(cli, user_error, compare_args):
-    r = cli(*_swap(compare_args, "--batch-size", "3"), "-o", "cka.estimator=minibatch")
+def test_minibatch_cka_with_batches_under_four(run_cli, user_error, compare_args):
+    r = run_cli(*_swap(compare_args, "--batch-size", "3"), "-o", "cka.estimator=minibatch")
     user_error(r, "needs at least 4 samples per batch", "the batch size is 3")
 
 
-def test_exact_flattened_cka_over_memory_is_refused_up_front(cli, user_error, compare_args):
-    r = cli(*compare_args, "-o", "cka.features=flatten", "-o", "cka.max_memory_gb=0.000001")
+def test_exact_flattened_cka_over_memory_is_refused_up_front(run_cli, user_error, compare_args):
+    r = run_cli(*compare_args, "-o", "cka.features=flatten", "-o", "cka.max_memory_gb=0.000001")
     user_error(r, "needs about", "over max_memory_gb=1e-06", "features='gap'")
     assert "samples from" not in r.err  # refused before the pass: nothing was streamed
 
 
 @pytest.fixture(params=["nan", "inf"])
-def nonfinite_run(request, cli, compare_args, tmp_path) -> tuple[Any, ftprobe.Result | None]:
+def nonfinite_run(request, run_cli, compare_args, tmp_path) -> tuple[Any, ftprobe.Result | None]:
     """The base against a copy with one filter of ``features.4`` set to NaN or +Inf: ``features.3`` stays finite,
     ``features.5`` does not."""
     torch.manual_seed(0)
@@ -291,7 +291,7 @@ def nonfinite_run(request, cli, compare_args, tmp_path) -> tuple[Any, ftprobe.Re
     bad["features.4.block.0.0.weight"][0] = float(request.param)
     base = ftprobe.save(sd, tmp_path / "base.pt", arch=ARCH)
     tuned = ftprobe.save(bad, tmp_path / f"{request.param}.pt", arch=ARCH)
-    r = cli("compare", base, tuned, *compare_args[3:], "--layers", "features.3", "--json", tmp_path / "r.json")
+    r = run_cli("compare", base, tuned, *compare_args[3:], "--layers", "features.3", "--json", tmp_path / "r.json")
     return r, ftprobe.Result.load(tmp_path / "r.json") if r.code == 0 else None
 
 
@@ -331,7 +331,7 @@ def test_ctrl_c_removes_hooks_and_keeps_partial_state() -> None:
         assert all(m.training for m in model.modules())  # training flags restored
 
 
-def test_ctrl_c_through_the_cli_saves_results_and_exits_130(cli, compare_args, monkeypatch, tmp_path):
+def test_ctrl_c_through_the_cli_saves_results_and_exits_130(run_cli, compare_args, monkeypatch, tmp_path):
     from ftprobe.data import loaders
 
     real = loaders.FileDataset.__getitem__
@@ -342,7 +342,7 @@ def test_ctrl_c_through_the_cli_saves_results_and_exits_130(cli, compare_args, m
         return real(self, i)
 
     monkeypatch.setattr(loaders.FileDataset, "__getitem__", interrupted)
-    r = cli(*compare_args, "--json", tmp_path / "r.json")
+    r = run_cli(*compare_args, "--json", tmp_path / "r.json")
     assert r.code == 130 and "Traceback" not in r.err
     result = ftprobe.Result.load(tmp_path / "r.json")
     assert result.run["interrupted"] and result.run["samples"] == 4
@@ -356,8 +356,8 @@ def test_ctrl_c_through_the_cli_saves_results_and_exits_130(cli, compare_args, m
         pytest.param(["-o", "nonsense"], "METRIC.KEY=VALUE", id="option-syntax"),
     ],
 )
-def test_click_usage_errors_exit_2(cli, user_error, compare_args, extra, needle):
-    user_error(cli(*compare_args, *extra), needle, code=2)
+def test_click_usage_errors_exit_2(run_cli, user_error, compare_args, extra, needle):
+    user_error(run_cli(*compare_args, *extra), needle, code=2)
 
 
 # -- tracebacks the sweep found (each fixed where it lived; the tests keep them fixed) --------------------------
@@ -372,12 +372,12 @@ TRACEBACKS = [
 
 
 @pytest.mark.parametrize(("extra", "needle"), TRACEBACKS)
-def test_user_mistake_is_one_message_not_a_traceback(cli, user_error, compare_args, tmp_path, extra, needle):
+def test_user_mistake_is_one_message_not_a_traceback(run_cli, user_error, compare_args, tmp_path, extra, needle):
     if "FILE" in extra:
         (tmp_path / "a_file").write_text("x")
         extra = [str(tmp_path / "a_file") if e == "FILE" else e for e in extra]
     # option values click checks are usage errors (exit 2); the others are ftprobe errors (exit 1)
-    user_error(cli(*compare_args, *extra), needle, code=2 if extra[0] in ("--k", "--out") else 1)
+    user_error(run_cli(*compare_args, *extra), needle, code=2 if extra[0] in ("--k", "--out") else 1)
 
 
 def test_tensor_batches_the_model_cannot_take(tensor_data) -> None:
