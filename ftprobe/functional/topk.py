@@ -47,6 +47,7 @@ __all__ = [
     "topk_overlap",
     "topk_prefix",
     "topk_as_state",
+    "topk_set_sizes",
     "topk_sets",
     "unpack_bitmask",
 ]
@@ -305,12 +306,28 @@ def alive_channels(t: TopK) -> Tensor:
     return t.index[:, 0] >= 0
 
 
+def topk_set_sizes(idx: Tensor, k: int | str) -> Tensor:
+    """``(C,)`` int64: how many images each channel's top-``k`` set really holds (``min(k, eligible images)``).
+
+    Args:
+        idx: ``(C, W)`` canonical top-k indices (``-1`` = missing slot).
+        k: the k, or ``"all"``.
+    """
+    if k != ALL:
+        idx = idx[:, :k]
+    return (idx >= 0).sum(dim=1)
+
+
 def topk_overlap(idx_a: Tensor, idx_b: Tensor, k: int | str) -> Tensor:
     """Per-channel overlap of two models' top-k sets, in percent (PAPER.md §3).
 
-    ``overlap_c = |Top_k^a(c) ∩ Top_k^b(c)| / k × 100``. A channel with fewer than k eligible images has a smaller
-    set but the denominator stays k (the study's rule), so it cannot reach 100. For ``k="all"`` the denominator is
-    the larger of the two set sizes. A channel with no eligible image in either model gives 0.
+    ``overlap_c = |Top_k^a(c) ∩ Top_k^b(c)| / max(|Top_k^a(c)|, |Top_k^b(c)|) × 100``, where ``Top_k(c)`` holds at
+    most k images (the eligible ones, when a channel has fewer than k). Whenever either model has k eligible images
+    for the channel the denominator is k, the study's ``|∩| / k``; only when both sets are shorter than k (fewer
+    positive images than k, or fewer images in the data than k) is it the larger set's real size: the study's rule
+    for ``k="all"`` ("divide by the larger set"), which a top-k set of fewer than k images is. So a set against
+    itself gives 100 at every k. A channel with no eligible image in either model has no overlap to measure: NaN
+    (left out of the distribution by :func:`ftprobe.metrics._topk_base.summarize`, and counted by the metric).
 
     Args:
         idx_a: ``(C, Wa)`` canonical top-k indices of one model (``-1`` = missing); the first ``k`` columns are used.
@@ -318,13 +335,15 @@ def topk_overlap(idx_a: Tensor, idx_b: Tensor, k: int | str) -> Tensor:
         k: the k to evaluate, or ``"all"``.
 
     Returns:
-        ``(C,)`` float64 overlaps in ``[0, 100]``.
+        ``(C,)`` float64 overlaps in ``[0, 100]``, NaN where neither set holds an image.
 
     Example:
-        >>> a = torch.tensor([[4, 2, 9], [1, -1, -1]])
-        >>> b = torch.tensor([[2, 4, 5], [3, -1, -1]])
+        >>> a = torch.tensor([[4, 2, 9], [1, -1, -1], [5, 6, -1]])
+        >>> b = torch.tensor([[2, 4, 5], [3, -1, -1], [6, 5, -1]])
         >>> topk_overlap(a, b, 2).tolist()
-        [100.0, 0.0]
+        [100.0, 0.0, 100.0]
+        >>> topk_overlap(a, b, 3).tolist()  # channel 2: both sets hold 2 images, the same two
+        [66.66666666666666, 0.0, 100.0]
     """
     if idx_a.dim() != 2 or idx_b.dim() != 2 or idx_a.shape[0] != idx_b.shape[0]:
         raise ValueError(f"index sets must be (C, W) with the same C, got {tuple(idx_a.shape)}, {tuple(idx_b.shape)}")
@@ -334,8 +353,5 @@ def topk_overlap(idx_a: Tensor, idx_b: Tensor, k: int | str) -> Tensor:
         idx_a, idx_b = idx_a[:, :k], idx_b[:, :k]
     s = torch.sort(torch.cat([idx_a, idx_b], dim=1), dim=1).values
     common = ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).sum(dim=1).to(torch.float64)
-    if k == ALL:
-        denom = torch.maximum((idx_a >= 0).sum(dim=1), (idx_b >= 0).sum(dim=1)).clamp(min=1).to(torch.float64)
-    else:
-        denom = torch.full_like(common, float(k))
-    return common / denom * 100.0
+    denom = torch.maximum(topk_set_sizes(idx_a, ALL), topk_set_sizes(idx_b, ALL)).to(torch.float64)
+    return common / denom * 100.0  # 0 / 0 = NaN where neither set holds an image, on purpose

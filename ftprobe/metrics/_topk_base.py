@@ -31,7 +31,7 @@ from ftprobe.functional.topk import (
     topk_as_state,
 )
 
-__all__ = ["TopKMetricBase", "summarize"]
+__all__ = ["TopKMetricBase", "short_sets", "summarize"]
 
 _SCORE_VIEWS = {"mean": "gap", "max": "max"}
 _GB = 1e9
@@ -51,6 +51,36 @@ def summarize(values: Tensor, name: str, k: int | str) -> dict[str, float]:
         q = torch.quantile(v, torch.tensor([0.5, 0.25, 0.75], dtype=torch.float64))
         stats = [float(v.mean()), *(float(x) for x in q)]
     return {f"{name}_{s}@{k}": x for s, x in zip(("mean", "median", "q1", "q3"), stats)}
+
+
+def short_sets(sizes: Tensor, k: int | str, live: Tensor, what: str) -> tuple[dict[str, Any], str]:
+    """The values and the caution for top-k sets that hold fewer than k images (too few positive images or data).
+
+    Args:
+        sizes: ``(C,)`` the number of images in each channel's top-k set (for overlap: the larger of the two
+            models' sets, which is what the overlap is divided by).
+        k: the k asked for; ``"all"`` is never short.
+        live: ``(C,)`` bool, the channels that are measured (those with at least one image).
+        what: how the set sizes enter the value, for the caution (e.g. ``"their overlap is divided by ..."``).
+
+    Returns:
+        ``({}, "")`` when every live channel's set holds k images. Otherwise ``k_used@k`` ``(C,)`` (the set sizes),
+        ``k_used_min@k`` and ``k_used_max@k`` over the live channels, and one sentence saying so.
+    """
+    if k == ALL:
+        return {}, ""
+    used = sizes.to(torch.int64).cpu()
+    live = live.cpu()
+    short = live & (used < k)
+    count = int(short.sum())
+    if not count:
+        return {}, ""
+    lo, hi = int(used[live].min()), int(used[live].max())
+    values = {f"k_used@{k}": used, f"k_used_min@{k}": lo, f"k_used_max@{k}": hi}
+    span = f"{lo}" if lo == hi else f"{lo} to {hi}"
+    note = (f"k={k}: {count} of {int(live.sum())} channels have fewer than {k} positive images (the data has too few "
+            f"images, or the channel is rarely active), so their top-{k} sets hold {span} images; {what}")
+    return values, note
 
 
 def _channels(shape: Sequence[int]) -> int:
@@ -115,7 +145,18 @@ class TopKMetricBase(Metric):
             self._check_labels(ctx)
         self._num_classes = ctx.num_classes
         self._multilabel = bool(ctx.multilabel)
-        return [self._memory_note(ctx)]
+        notes = [self._memory_note(ctx)]
+        n = ctx.num_samples
+        over = [k for k in self._ks if k != ALL and n is not None and k > n]
+        if over:
+            ks = " and ".join(f"k={k}" for k in over)
+            notes.append(f"{ks} {'is' if len(over) == 1 else 'are'} more than the {n} images of the data: every top-k "
+                         f"set holds at most {n} images (the k used, shown as k_used_min@k / k_used_max@k); "
+                         f"{self._short_rule}")
+        return notes
+
+    #: How a top-k set shorter than k enters the metric's values (said in the cautions).
+    _short_rule: ClassVar[str] = "the values are taken over the images the sets hold"
 
     def _check_labels(self, ctx: RunContext) -> None:
         if not ctx.has_labels:

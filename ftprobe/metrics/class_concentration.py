@@ -11,8 +11,8 @@ import torch
 from ftprobe.core.errors import MetricNeedsError
 from ftprobe.core.metric import Metric, Need, RunContext
 from ftprobe.functional.concentration import class_histogram, dominant_class, gini, normalized_entropy
-from ftprobe.functional.topk import KSpec, alive_channels, topk_prefix
-from ftprobe.metrics._topk_base import TopKMetricBase, summarize
+from ftprobe.functional.topk import KSpec, alive_channels, topk_prefix, topk_set_sizes
+from ftprobe.metrics._topk_base import TopKMetricBase, short_sets, summarize
 
 __all__ = ["ClassConcentration"]
 
@@ -29,7 +29,9 @@ class ClassConcentration(TopKMetricBase):
 
     with ``measure="gini"``: ``Σ_j p_j (1 − p_j)``. Multi-label data: each label of an image counts once (an image
     with two labels adds one to each class). Channels with no positive image are skipped and counted as
-    ``dead_channels``.
+    ``dead_channels``. A channel with fewer than k positive images (or data with fewer than k images) has a shorter
+    set, and its histogram counts the images the set holds; then ``k_used@k`` ``(C,)``, ``k_used_min@k`` and
+    ``k_used_max@k`` give the sizes, with a ``note`` (and ``setup`` says so when k is larger than the data).
 
     ``compute`` (per model) gives, per k: ``{measure}_mean@k``, ``_median@k``, ``_q1@k``, ``_q3@k`` over alive
     channels, ``{measure}@k`` ``(C,)`` (NaN = dead), ``class_histogram@k`` ``(C, num_classes)`` counts,
@@ -86,6 +88,7 @@ class ClassConcentration(TopKMetricBase):
                 "the instance it updates when the states are shared"
             )
         out: dict[str, Any] = {"dead_channels": int((~alive).sum())}
+        notes = []
         for k in self._ks:
             hist = class_histogram(topk_prefix(t, k).labels, self._num_classes, self._multilabel)
             m = normalized_entropy(hist) if self.measure == "entropy" else gini(hist)
@@ -96,7 +99,15 @@ class ClassConcentration(TopKMetricBase):
             out[f"class_histogram@{k}"] = hist.cpu()
             out[f"dominant_class@{k}"] = cls.cpu()
             out[f"dominant_share@{k}"] = share.cpu()
+            extra, note = short_sets(topk_set_sizes(t.index, k), k, alive, self._short_rule)
+            out.update(extra)
+            notes.append(note)
+        if any(notes):
+            out["note"] = "; ".join(n for n in notes if n)
         return out
+
+    _short_rule = ("each class histogram counts the images its set holds, so a channel's concentration rests on "
+                   "fewer images than k (a set of n images has entropy at most log2(n) / log2(C))")
 
     def compare(self, base: Metric, tuned: Metric) -> Mapping[str, Any]:
         b, t = self._check_pair(base, tuned)
@@ -111,4 +122,8 @@ class ClassConcentration(TopKMetricBase):
                 out[f"{name}_change@{k}"] = vt - vb  # NaN where either model's channel is dead
             else:  # one model saw no data
                 out[f"{name}_change@{k}"] = torch.full((max(vb.numel(), vt.numel()),), float("nan"))
+        nb, nt = rb.get("note", ""), rt.get("note", "")
+        if nb or nt:  # the pair's change rests on the same short sets: say so beside it
+            out["note"] = f"both models: {nb}" if nb == nt else "; ".join(
+                f"{side}: {n}" for side, n in (("base", nb), ("tuned", nt)) if n)
         return out

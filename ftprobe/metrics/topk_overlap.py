@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from ftprobe.core.metric import Metric, Need
-from ftprobe.functional.topk import alive_channels, topk_overlap
-from ftprobe.metrics._topk_base import TopKMetricBase, summarize
+from ftprobe.functional.topk import alive_channels, topk_overlap, topk_set_sizes
+from ftprobe.metrics._topk_base import TopKMetricBase, short_sets, summarize
 
 __all__ = ["TopKOverlap"]
 
@@ -21,15 +21,19 @@ class TopKOverlap(TopKMetricBase):
     only scores > 0 enter. Per channel the top-k images are ranked by score, ties broken by the smaller global
     sample index, so the sets do not depend on batch order or sharding. For each k (Gonthier et al. 2020):
 
-    ``overlap_c = |Top_k^tuned(c) ∩ Top_k^base(c)| / k × 100``
+    ``overlap_c = |Top_k^tuned(c) ∩ Top_k^base(c)| / max(|Top_k^tuned(c)|, |Top_k^base(c)|) × 100``
 
-    * a channel with fewer than k positive images has a smaller set, but the denominator is still k (the study's
-      rule), so such a channel cannot reach 100 even between identical models;
+    * when either model has k positive images for the channel, the denominator is k: the study's ``|∩| / k``;
+    * when both have fewer (the data holds fewer than k images, or the channel is rarely active), each top-k set is
+      the set of all its positive images, and the study's rule for ``k="all"`` applies: divide by the larger set.
+      So identical models give 100 at every k. The sizes used are returned (``k_used@k``, ``k_used_min@k``,
+      ``k_used_max@k``) with a ``note``, and ``setup`` says so when k is larger than the data;
     * ``k="all"`` uses every positive image and divides by the larger of the two set sizes;
-    * a channel with no positive image in either model counts as overlap 0 (and stays in the distribution).
+    * a channel with no positive image in either model has no overlap to measure: NaN, left out of the
+      distribution, counted as ``dead_in_both`` with a ``note`` (dead in one model only: overlap 0).
 
     ``compare`` gives, per k: ``overlap_mean@k``, ``overlap_median@k``, ``overlap_q1@k``, ``overlap_q3@k``
-    (scalars over all channels) and ``overlap@k`` (the ``(C,)`` vector). ``compute`` (per model) gives
+    (scalars over the measured channels) and ``overlap@k`` (the ``(C,)`` vector). ``compute`` (per model) gives
     ``dead_channels`` (no positive image) and, for the largest k only, ``topk_index@k`` ``(C, W)`` int64 global
     sample indices (``-1`` = none) and ``topk_score@k`` ``(C, W)`` float64 scores (``-inf`` = none), which map back
     to image files through the data source.
@@ -60,16 +64,34 @@ class TopKOverlap(TopKMetricBase):
             f"topk_score@{largest}": t.values.cpu(),
         }
 
+    _short_rule = "the overlap is then divided by the larger set's real size, so identical models still give 100"
+
     def compare(self, base: Metric, tuned: Metric) -> Mapping[str, Any]:
         b, t = self._check_pair(base, tuned)
         tb, tt = b.final_topk(), t.final_topk()
         channels = max(tb.index.shape[0], tt.index.shape[0])
         out: dict[str, Any] = {}
+        notes: list[str] = []
+        both = bool(tb.index.shape[0] and tt.index.shape[0])
+        live = alive_channels(tb) | alive_channels(tt) if both else torch.zeros(channels, dtype=torch.bool)
         for k in b._ks:
-            if tb.index.shape[0] and tt.index.shape[0]:
+            if both:
                 ov = topk_overlap(tb.index, tt.index, k).cpu()
-            else:  # one model saw no data: nothing overlaps
-                ov = torch.zeros(channels, dtype=torch.float64)
+                sizes = torch.maximum(topk_set_sizes(tb.index, k), topk_set_sizes(tt.index, k))
+            else:  # one model saw no data: nothing to measure
+                ov = torch.full((channels,), float("nan"), dtype=torch.float64)
+                sizes = torch.zeros(channels, dtype=torch.int64)
             out.update(summarize(ov, "overlap", k))
             out[f"overlap@{k}"] = ov
+            extra, note = short_sets(sizes, k, live, "their overlap is divided by the larger set's size, not by k "
+                                     "(identical models give 100)")
+            out.update(extra)
+            notes.append(note)
+        dead = int((~live).sum())
+        if dead:
+            out["dead_in_both"] = dead
+            notes.append(f"{dead} of {channels} channels have no positive image in either model: their overlap is "
+                         "undefined (NaN) and left out of the mean, median and quartiles")
+        if any(notes):
+            out["note"] = "; ".join(n for n in notes if n)
         return out

@@ -194,23 +194,38 @@ def test_channel_mismatch_refused() -> None:
 def test_overlap_hand_example_k2() -> None:
     base = torch.tensor([[10, 11, 12], [20, 21, -1], [30, -1, -1], [-1, -1, -1]])
     tuned = torch.tensor([[11, 10, 13], [21, 29, -1], [30, -1, -1], [-1, -1, -1]])
-    # k=2: {10,11}∩{11,10}=2 → 100; {20,21}∩{21,29}=1 → 50; one image each, same → 1/2 → 50; dead → 0
-    assert topk_overlap(base, tuned, 2).tolist() == [100.0, 50.0, 50.0, 0.0]
-    assert topk_overlap(base, tuned, 3).tolist() == pytest.approx([200 / 3, 100 / 3, 100 / 3, 0.0])
+    # k=2: {10,11}∩{11,10}=2 → 100; {20,21}∩{21,29}=1 → 50; one image each, the same → 1/1 → 100 (both sets are
+    # smaller than k: divided by the larger set); no image in either → undefined (NaN), never 0
+    got = topk_overlap(base, tuned, 2)
+    assert got[:3].tolist() == [100.0, 50.0, 100.0] and torch.isnan(got[3])
+    got = topk_overlap(base, tuned, 3)
+    assert got[:3].tolist() == pytest.approx([200 / 3, 50.0, 100.0]) and torch.isnan(got[3])
 
 
 def test_overlap_all_divides_by_larger_set() -> None:
     base = torch.tensor([[1, 2, 3, 4], [5, -1, -1, -1], [-1, -1, -1, -1]])
     tuned = torch.tensor([[2, 4, -1, -1], [5, -1, -1, -1], [-1, -1, -1, -1]])
-    assert topk_overlap(base, tuned, "all").tolist() == [50.0, 100.0, 0.0]
+    got = topk_overlap(base, tuned, "all")
+    assert got[:2].tolist() == [50.0, 100.0] and torch.isnan(got[2])
 
 
-def test_overlap_identical_sets_with_fewer_than_k_keeps_denominator_k() -> None:
+@pytest.mark.parametrize("k", [1, 5, 29, 30, 31, 100, 1000, "all"])
+def test_overlap_of_a_set_with_itself_is_100_at_every_k(k: int | str) -> None:
+    # 30 images, 7 channels with 0 to 30 positive images (some far fewer than k): a model against itself is 100
     scores, index, _ = _case(9, n=30)
-    t = topk_sets(scores, index, 100)
-    ov = topk_overlap(t.index, t.index, 100)
-    assert ov.tolist() == pytest.approx(((scores > 0).sum(dim=0).double() / 100 * 100).tolist())
-    assert topk_overlap(t.index, t.index, "all").tolist() == [100.0] * 7
+    scores[:, 6] = 0.0  # a channel with no positive image
+    t = topk_sets(scores, index, k)
+    ov = topk_overlap(t.index, t.index, k)
+    assert ov[:6].tolist() == [100.0] * 6 and torch.isnan(ov[6])
+
+
+def test_overlap_divides_by_the_larger_set_only_when_both_are_shorter_than_k() -> None:
+    # channel 0: base has k=4 images, tuned 2 (both in base's set): the study's rule |∩| / k
+    # channel 1: both have fewer than k (3 and 2, 2 shared): divided by the larger real set, 3
+    base = torch.tensor([[1, 2, 3, 4], [5, 6, 7, -1]])
+    tuned = torch.tensor([[2, 3, -1, -1], [6, 7, -1, -1]])
+    assert topk_overlap(base, tuned, 4).tolist() == pytest.approx([50.0, 200 / 3])
+    assert topk_overlap(base, tuned, 4).tolist() == topk_overlap(tuned, base, 4).tolist()
 
 
 @pytest.mark.parametrize("k", [1, 10, 25, "all"], ids=["k1", "k10", "k25", "all"])
@@ -223,8 +238,8 @@ def test_overlap_matches_numpy_bruteforce(k: int | str) -> None:
     ra, rb = _reference(base.numpy(), index.numpy(), k, True), _reference(tuned.numpy(), index.numpy(), k, True)
     expected = []
     for sa, sb in zip(ra, rb):
-        denom = max(len(sa), len(sb)) if k == "all" else k
-        expected.append(0.0 if denom == 0 else len(set(sa) & set(sb)) / denom * 100)
+        denom = max(len(sa), len(sb))  # each set holds at most k images: k whenever either model has k positives
+        expected.append(np.nan if denom == 0 else len(set(sa) & set(sb)) / denom * 100)
     np.testing.assert_allclose(topk_overlap(ta.index, tb.index, k).numpy(), np.array(expected), rtol=0, atol=1e-12)
 
 

@@ -173,9 +173,10 @@ def test_identical_models_overlap_100_and_equal_concentration() -> None:
     scores, index, labels = _data(7)
     base_o, tuned_o = (_feed(_ready(TopKOverlap, k=(10, "all")), scores, index, labels) for _ in range(2))
     res = base_o.compare(base_o, tuned_o)
-    assert res["overlap@10"].tolist() == [100.0] * 5 + [0.0]  # channel 5 is dead: overlap 0
-    assert res["overlap@all"].tolist() == [100.0] * 5 + [0.0]
-    assert res["overlap_median@10"] == 100.0 and res["overlap_mean@10"] == pytest.approx(500 / 6)
+    for k in (10, "all"):  # channel 5 is dead in both: no overlap to measure, left out and counted
+        assert res[f"overlap@{k}"][:5].tolist() == [100.0] * 5 and math.isnan(res[f"overlap@{k}"][5])
+        assert [res[f"overlap_{s}@{k}"] for s in ("mean", "median", "q1", "q3")] == [100.0] * 4
+    assert res["dead_in_both"] == 1 and "1 of 6 channels" in res["note"]
     base_c, tuned_c = (_feed(_ready(ClassConcentration, k=10), scores, index, labels) for _ in range(2))
     cmp = base_c.compare(base_c, tuned_c)
     assert cmp["entropy_mean_change@10"] == 0.0 and cmp["entropy_median_change@10"] == 0.0
@@ -230,10 +231,70 @@ def test_random_case_matches_numpy_bruteforce() -> None:
         for s in (sb, st_):
             order = sorted((i for i in range(100) if s[i, c] > 0), key=lambda i: (-s[i, c], i))[:k]
             top.append(order)
-        assert got_ov[c] == pytest.approx(len(set(top[0]) & set(top[1])) / k * 100, abs=1e-12)
+        if not top[0] and not top[1]:  # dead in both (channel 5): undefined, not 0
+            assert np.isnan(got_ov[c])
+        else:  # 100 images: every live channel has k positive images in one model at least, so |∩| / k
+            assert got_ov[c] == pytest.approx(len(set(top[0]) & set(top[1])) / k * 100, abs=1e-12)
         if not top[1]:
             assert np.isnan(got_h[c])
             continue
         p = np.bincount(lab[top[1]], minlength=5) / len(top[1])
         p = p[p > 0]
         assert got_h[c] == pytest.approx(-(p * np.log2(p)).sum() / np.log2(5), abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ fewer images than k
+
+
+@pytest.mark.parametrize("k", [30, 100, 1000, (5, 100, "all")], ids=str)
+def test_fewer_images_than_k_identical_models_give_100_and_say_which_k_was_used(k) -> None:
+    # 30 images: every channel has at most 30 positive images, many fewer (the sparse channels below)
+    scores, index, labels = _data(12, n=30, shift=-0.3)
+    ctx = RunContext(has_labels=True, num_classes=5, batch_size=8, num_samples=30, shapes={"l": (C, 4, 4)})
+    base, tuned = (_feed(_ready(TopKOverlap, ctx, k=k), scores, index, labels) for _ in range(2))
+    res = base.compare(base, tuned)
+    positives = (scores > 0).sum(dim=0)
+    for kk in base._ks:
+        assert [res[f"overlap_{s}@{kk}"] for s in ("mean", "median", "q1", "q3")] == [100.0] * 4
+        if kk == "all" or kk <= int(positives[:5].min()):
+            assert f"k_used_min@{kk}" not in res  # the sets hold k images: nothing to say
+            continue
+        used = positives[:5].clamp(max=kk)
+        assert res[f"k_used@{kk}"].tolist() == [*used.tolist(), 0]
+        assert (res[f"k_used_min@{kk}"], res[f"k_used_max@{kk}"]) == (int(used.min()), int(used.max()))
+        assert f"k={kk}:" in res["note"] and "fewer than" in res["note"]
+
+
+def test_overlap_changes_only_where_both_sets_are_shorter_than_k() -> None:
+    scores_b, index, labels = _data(13, n=40, shift=-0.5)
+    scores_t = torch.relu(scores_b + 0.4 * torch.randn(40, C, generator=torch.Generator().manual_seed(14)))
+    k = 30
+    b, t = (_feed(_ready(TopKOverlap, k=k), s, index, labels) for s in (scores_b, scores_t))
+    got = b.compare(b, t)[f"overlap@{k}"]
+    for c in range(5):
+        sets = [sorted((i for i in range(40) if s[i, c] > 0), key=lambda i: (-float(s[i, c]), i))[:k]
+                for s in (scores_b, scores_t)]
+        common = len(set(sets[0]) & set(sets[1]))
+        denom = k if max(map(len, sets)) == k else max(map(len, sets))
+        assert got[c].item() == pytest.approx(common / denom * 100, abs=1e-12)
+
+
+def test_setup_says_when_k_is_larger_than_the_data() -> None:
+    ctx = RunContext(has_labels=True, num_classes=5, batch_size=8, num_samples=30, shapes={"l": (C, 4, 4)})
+    for cls in (TopKOverlap, ClassConcentration):
+        notes = " ".join(_ready(cls, ctx, k=(10, 100, 1000)).setup(ctx))
+        assert "k=100 and k=1000 are more than the 30 images" in notes and "at most 30" in notes
+        assert "more than" not in " ".join(_ready(cls, ctx, k=(10, 30, "all")).setup(ctx))
+
+
+def test_concentration_on_short_sets_says_how_many_images_each_histogram_holds() -> None:
+    scores, index, labels = _data(15, n=30, shift=-0.3)
+    ctx = RunContext(has_labels=True, num_classes=5, batch_size=8, num_samples=30, shapes={"l": (C, 4, 4)})
+    base, tuned = (_feed(_ready(ClassConcentration, ctx, k=(5, 100)), scores, index, labels) for _ in range(2))
+    res = base.compute()
+    used = (scores[:, :5] > 0).sum(dim=0)
+    assert res["class_histogram@100"].sum(dim=1)[:5].tolist() == used.double().tolist()
+    assert (res["k_used_min@100"], res["k_used_max@100"]) == (int(used.min()), int(used.max()))
+    assert "k=100:" in res["note"] and "k_used_min@5" not in res
+    cmp = base.compare(base, tuned)
+    assert cmp["entropy_mean_change@100"] == 0.0 and "k=100:" in cmp["note"]

@@ -119,10 +119,13 @@ def test_topk_overlap_symmetric_bounded_and_full_with_itself(a, b) -> None:
     k = a[3]
     ta, tb = topk_sets(a[0], a[1], k), topk_sets(b[0][:, :1].expand(-1, a[0].shape[1]), b[1], k)
     ov = topk_overlap(ta.index, tb.index, k)
-    assert torch.equal(ov, topk_overlap(tb.index, ta.index, k))
-    assert bool(((ov >= 0) & (ov <= 100)).all())
-    alive = (ta.index >= 0).sum(dim=1).clamp(max=k).to(torch.float64)
-    torch.testing.assert_close(topk_overlap(ta.index, ta.index, k), alive / k * 100)
+    torch.testing.assert_close(ov, topk_overlap(tb.index, ta.index, k), rtol=0, atol=0, equal_nan=True)
+    empty = ((ta.index < 0).all(dim=1) & (tb.index < 0).all(dim=1))
+    assert bool(torch.isnan(ov).eq(empty).all()), "undefined (NaN) exactly where neither set has an image"
+    assert bool(((ov[~empty] >= 0) & (ov[~empty] <= 100)).all())
+    itself = topk_overlap(ta.index, ta.index, k)  # any set size, k larger than the data or not: 100
+    alive = (ta.index >= 0).any(dim=1)
+    assert itself[alive].tolist() == [100.0] * int(alive.sum()) and bool(itself[~alive].isnan().all())
 
 
 # -- class concentration -------------------------------------------------------------------------------------------
