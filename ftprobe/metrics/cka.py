@@ -57,7 +57,12 @@ class CKA(Metric):
         cross: also return the matrix of base layer i × tuned layer j (``"*"`` → ``"cka_cross"``).
         max_memory_gb: refuse (in ``setup``) a plan whose estimated memory exceeds this.
 
-    ``compute()`` returns ``{layer: {"cka", "n"[, "note"]}, "*": {estimator, features, kernel, debiased, dtype,
+    Too few samples: with 2 samples the centred features are x and −x (one direction), so biased CKA (linear or
+    RBF) is 1 for any two models; with 1 it is 0 / 0. Debiased CKA divides by n − 3. So below 3 samples (4 for
+    ``debiased=True``; minibatch: 4 per batch) a layer's value is NaN with a ``note``, and ``setup`` says so
+    beforehand when the data's size is known.
+
+    ``compute()`` returns ``{layer: {"cka", "n"[, "note"]}, "*": {estimator, features, kernel, hsic, dtype,
     layers[, cka_cross] ...}}``.
 
     Example:
@@ -140,7 +145,8 @@ class CKA(Metric):
                 f"cka: estimator='minibatch' needs at least 4 samples per batch (the unbiased HSIC divides by n - 3), "
                 f"but the batch size is {ctx.batch_size}; use a batch size of 4 or more (--batch-size 32), "
                 "or estimator='exact'")
-        return [_memory_note(self, ctx)]
+        few = _few_samples_note(self, ctx.num_samples, before=True) if ctx.num_samples is not None else ""
+        return [_memory_note(self, ctx), *([few] if few else [])]
 
     # -- streaming ------------------------------------------------------------------------------------------------
     def update(self, step: PairStep) -> None:
@@ -182,10 +188,10 @@ class CKA(Metric):
 
     # -- results --------------------------------------------------------------------------------------------------
     def compute(self) -> dict[str, Any]:
+        # metadata, as text: the options themselves (debiased, rbf_threshold ...) are in the result's metric record
         meta: dict[str, Any] = {"estimator": self.estimator, "features": self.features, "kernel": self.kernel,
-                                "debiased": self.debiased, "dtype": "float64"}
-        if self.kernel == "rbf":
-            meta["rbf_threshold"] = self.rbf_threshold
+                                "hsic": _HSIC[self._path if self._path == "minibatch" else self.debiased],
+                                "dtype": "float64"}
         if self._path == "moments":
             meta["state"] = "streamed centred float64 moments (no features kept)"
             layers, values, ns, matrix, notes = self._compute_moments()
@@ -193,6 +199,13 @@ class CKA(Metric):
             layers, values, ns, matrix, notes = self._compute_minibatch(meta)
         else:
             layers, values, ns, matrix, notes = self._compute_kept(meta)
+        few = [_few_samples_note(self, n) for n in ns]
+        if any(few):  # degenerate or undefined: NaN with the reason, never the number alone
+            values = torch.where(torch.tensor([bool(f) for f in few], device=values.device),
+                                 torch.full_like(values, math.nan), values)
+            notes = [f or note for f, note in zip(few, notes)]
+            if matrix is not None:
+                matrix = torch.full_like(matrix, math.nan)
         out: dict[str, Any] = {}
         for i, name in enumerate(layers):
             out[name] = {"cka": values[i].clone(), "n": ns[i]}
@@ -293,6 +306,34 @@ def _merge_kept(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def _stored(x: Tensor) -> Tensor:
     """Kept features: float64 activations stay float64, every other dtype is stored as float32."""
     return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32, copy=True)
+
+
+_HSIC = {False: "biased", True: "unbiased (debiased CKA)", "minibatch": "unbiased, per batch"}
+
+
+def _min_samples(metric: CKA) -> int:
+    """The fewest samples with which the metric's estimator means something: 3 for biased CKA (2 centred samples
+    span one direction: CKA is 1 for any two models), 4 for the unbiased HSIC (it divides by n − 3)."""
+    return 4 if metric.debiased or metric.estimator == "minibatch" else 3
+
+
+def _few_samples_note(metric: CKA, n: int, before: bool = False) -> str:
+    """Why a value on ``n`` samples is NaN (``""`` when ``n`` is enough); ``before``: the caution for ``setup``."""
+    need = _min_samples(metric)
+    if n >= need or (n == 0 and not before):  # no sample at all has its own note
+        return ""
+    if metric.estimator == "minibatch":
+        what, why = "minibatch CKA", "per batch (the unbiased HSIC divides by n − 3)"
+    elif metric.debiased:
+        what, why = "debiased CKA", "(the unbiased HSIC divides by n − 3)"
+    else:
+        what, why = f"{metric.kernel} CKA", ("(centred, 2 samples are x and −x: one direction, so CKA would be 1 "
+                                             "for any two models)")
+    plural = "s" if n != 1 else ""
+    if before:
+        return (f"the data has {n} sample{plural}, and {what} needs at least {need} {why}: its values will be NaN, "
+                "each with a note; use more images")
+    return f"NaN: {n} sample{plural}; {what} needs at least {need} {why}"
 
 
 def _nan_note(is_nan: bool, const_x: bool, const_y: bool, no_data: bool = False, nonfinite: bool = False) -> str:

@@ -358,9 +358,74 @@ def test_views_are_exactly_what_update_reads(config: str) -> None:
 def test_result_records_estimator_features_kernel_and_dtype() -> None:
     base, tuned = _acts(seed=18, dtype=torch.float32)
     star = _run(CKA(kernel="rbf", features="flatten"), _steps(base, tuned)).compute()["*"]
-    assert {k: star[k] for k in ("estimator", "features", "kernel", "debiased", "dtype", "rbf_threshold")} == dict(
-        estimator="exact", features="flatten", kernel="rbf", debiased=False, dtype="float64", rbf_threshold=0.5)
+    assert {k: star[k] for k in ("estimator", "features", "kernel", "hsic", "dtype")} == dict(
+        estimator="exact", features="flatten", kernel="rbf", hsic="biased", dtype="float64")
     assert "float32" in star["state"]
+    assert _run(CKA(debiased=True), _steps(base, tuned)).compute()["*"]["hsic"] == "unbiased (debiased CKA)"
+    assert _run(CKA(estimator="minibatch"), _steps(base, tuned)).compute()["*"]["hsic"] == "unbiased, per batch"
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_metadata_is_text_not_a_row_of_values(config: str) -> None:
+    # the estimator's description is metadata: strings and lists, never a number that becomes a table row;
+    # options (debiased, rbf_threshold ...) are recorded once, with the metric's options in the result
+    base, tuned = _acts(seed=18)
+    star = _run(CKA(**CONFIGS[config]), _steps(base, tuned)).compute()["*"]
+    numbers = {k for k, v in star.items() if isinstance(v, (bool, int, float))}
+    assert numbers <= {"batches", "batches_skipped", "samples_skipped"}, numbers  # minibatch counts are measured
+
+
+def test_no_phantom_row_in_records_and_tables() -> None:
+    import ftprobe
+    from ftprobe.testing import TinyImages, tiny_pair
+
+    base, tuned = tiny_pair()
+    for opts in ({}, {"debiased": True}, {"kernel": "rbf"}, {"cross": True}):
+        result = ftprobe.compare(base, tuned, data=TinyImages(n=12, size=16), layers=["mixed4a", "mixed5b"],
+                                 metrics={"cka": opts}, batch_size=8, size=16, preprocess="none", device="cpu")
+        rows = result.records()
+        assert {(r["layer"], r["key"]) for r in rows} == {(lay, key) for lay in ("mixed4a", "mixed5b")
+                                                          for key in ("cka", "n")}, opts
+        assert result.get("cka", "*", "estimator") == "exact"
+
+
+# -- too few samples for the estimator --------------------------------------------------------------------------
+BIASED = ["exact-gap", "exact-gap-cross", "exact-flatten", "rbf"]
+
+
+@pytest.mark.parametrize("config", BIASED)
+@pytest.mark.parametrize("n", [1, 2])
+def test_biased_cka_on_fewer_than_3_samples_is_nan_with_a_note(config: str, n: int) -> None:
+    # two samples centred are x and -x: one direction, so biased CKA is 1 for any two models (one sample: 0 / 0)
+    base, tuned = _acts(seed=30, n=n)
+    result = _run(CKA(**CONFIGS[config]), _steps(base, tuned, (n,))).compute()
+    for layer in base:
+        assert torch.isnan(result[layer]["cka"]) and result[layer]["n"] == n
+        assert f"{n} sample" in result[layer]["note"] and "at least 3" in result[layer]["note"]
+    if "cka_cross" in result["*"]:
+        assert torch.isnan(result["*"]["cka_cross"]).all()
+    three = _run(CKA(**CONFIGS[config]), _steps(*_acts(seed=30, n=3), (3,))).compute()
+    assert all(torch.isfinite(three[layer]["cka"]) and "note" not in three[layer] for layer in base)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_debiased_cka_on_fewer_than_4_samples_is_nan_with_a_note(n: int) -> None:
+    base, tuned = _acts(seed=31, n=n)
+    result = _run(CKA(debiased=True), _steps(base, tuned, (n,))).compute()
+    for layer in base:
+        assert torch.isnan(result[layer]["cka"]) and "at least 4" in result[layer]["note"]
+    four = _run(CKA(debiased=True), _steps(*_acts(seed=31, n=4), (4,))).compute()
+    assert all(torch.isfinite(four[layer]["cka"]) for layer in base)
+
+
+@pytest.mark.parametrize(("opts", "n", "needed"), [({}, 2, 3), ({"debiased": True}, 3, 4),
+                                                   ({"estimator": "minibatch"}, 3, 4)])
+def test_setup_cautions_when_the_data_is_too_small(opts: dict, n: int, needed: int) -> None:
+    ctx = RunContext(layers=("l",), shapes={"l": (8, 4, 4)}, batch_size=32, num_samples=n)
+    notes = " ".join(CKA(**opts).setup(ctx))
+    assert f"{n} samples" in notes and f"at least {needed}" in notes and "NaN" in notes
+    assert "at least" not in " ".join(CKA(**opts).setup(RunContext(layers=("l",), shapes={"l": (8, 4, 4)},
+                                                                  batch_size=32, num_samples=needed)))
 
 
 @pytest.mark.parametrize("config", ["exact-gap", "exact-gap-cross", "exact-flatten", "debiased", "minibatch"])
