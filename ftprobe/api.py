@@ -167,7 +167,7 @@ def compare(
     seed: int = 0,
     device: str | torch.device | None = "auto",
     preprocess: str = "imagenet",
-    size: int = 224,
+    size: int | None = None,
     input_size: int | None = None,
     workers: int = 0,
     disabled: Collection[str] = (),
@@ -224,7 +224,8 @@ def compare(
     seen_modules: set[int] = set()
     restore: list[tuple[nn.Module, torch.device]] = []
     for i, (src, a) in enumerate(zip(sources, archs)):
-        lm = load_model(src, arch=a, trust=trust, label=(labels[i] if labels else None))
+        lm = load_model(src, arch=a, trust=trust, label=(labels[i] if labels else None),
+                        base=loaded[0][0] if loaded else None)  # the base a PEFT adapter is applied to
         module = lm.module
         if isinstance(src, nn.Module):
             first = next(module.parameters(), None)
@@ -245,6 +246,10 @@ def compare(
         for note in lm.notes:
             notice(f"{e.label}: {note}")
 
+    if size is None:  # the base's configured image size (a Hugging Face config's image_size), else 224
+        from .core._hf import config_input
+
+        size = (config_input(loaded[0][1]) or (3, 224))[1]
     src = None
     if data is not None:
         from .data import open_data

@@ -34,8 +34,9 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
 @click.option("--device", default="auto", show_default=True, help="auto (a GPU when there is one), cpu, cuda, cuda:1.")
 @click.option("--preprocess", type=click.Choice(["imagenet", "caffe", "none"]), default="imagenet",
               show_default=True, help="Input normalisation: torchvision's, Keras/Lucid 'caffe' (BGR), or none.")
-@click.option("--size", type=click.IntRange(min=8), default=224, show_default=True,
-              help="Shorter side resized to SIZE, then centre crop SIZE×SIZE.")
+@click.option("--size", type=click.IntRange(min=8),
+              help="Shorter side resized to SIZE, then centre crop SIZE×SIZE (default: the base model's configured "
+                   "image size, e.g. a Hugging Face config's image_size, else 224).")
 @click.option("--input-size", type=int, help="Probe forward image size when no --data is given.")
 @click.option("--workers", default="auto", show_default=True,
               help="DataLoader worker processes: a number, or auto (4 when streaming to a GPU, else 0).")
@@ -58,7 +59,7 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
 @click.pass_obj
 def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...], metrics: str | None,
             data: str | None, pairs: str, arch: tuple[str, ...], trust_checkpoint: bool, batch_size: int,
-            limit: int | None, seed: int, device: str, preprocess: str, size: int, input_size: int | None,
+            limit: int | None, seed: int, device: str, preprocess: str, size: int | None, input_size: int | None,
             workers: str, amp: str | None, checkpoint_every: int, resume: bool, raw_options: tuple[str, ...],
             k: tuple[str, ...], score: str | None,
             cka_cross: bool | None, cka_features: str | None, cka_estimator: str | None,

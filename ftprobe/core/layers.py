@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ._hf import config_input, natural_blocks
 from .aliases import ALIASES, LAYOUTS, NATURAL_LAYERS, arch_key
 from .capture import call_name, split_call, unwrap_output
 from .errors import FtprobeError, LayerNotFound
@@ -52,7 +53,10 @@ class ResolvedLayer:
 
 
 def default_input_size(model: nn.Module) -> int:
-    """The image size a probe forward uses: timm's configured size when known, else 224."""
+    """The image size a probe forward uses: a Hugging Face config's ``image_size``, timm's configured size, else 224."""
+    hf = config_input(model)
+    if hf is not None:
+        return hf[1]
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     size = cfg.get("input_size") if isinstance(cfg, dict) else None
     return int(size[-1]) if size else 224
@@ -66,6 +70,7 @@ def probe(model: nn.Module, input_size: int | None = None, device: torch.device 
     from .capture import evaluating
 
     size = input_size or default_input_size(model)
+    channels = (config_input(model) or (3, size))[0]  # a Hugging Face config's num_channels, else RGB
     aliases_of: dict[str, list[str]] = {}
     for alias, canonical in ALIASES.get(arch_key(model), {}).items():
         aliases_of.setdefault(canonical, []).append(alias)
@@ -83,10 +88,10 @@ def probe(model: nn.Module, input_size: int | None = None, device: torch.device 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
     try:
         with evaluating(model), torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=device))
+            model(torch.zeros(1, channels, size, size, device=device))
     except Exception as exc:
         raise FtprobeError(
-            f"a probe forward of {type(model).__name__} on a zero batch of 1×3×{size}×{size} failed: "
+            f"a probe forward of {type(model).__name__} on a zero batch of 1×{channels}×{size}×{size} failed: "
             f"{type(exc).__name__}: {exc}. If the model needs another input size, pass --input-size."
         ) from exc
     finally:
@@ -233,12 +238,16 @@ def _suggest(spec: str, by_name: dict[str, LayerInfo], aliases: dict[str, str]) 
 
 
 def natural_layers(model: nn.Module, infos: Sequence[LayerInfo]) -> list[str]:
-    """The layers used when the user names none: the architecture's table, timm's feature_info, or the top-level
-    stages (top-level children with parameters, except a final classification head, see :func:`_is_head`)."""
+    """The layers used when the user names none: the architecture's table, a Hugging Face model's encoder blocks,
+    timm's feature_info, or the top-level stages (top-level children with parameters, except a final classification
+    head, see :func:`_is_head`)."""
     fired = {i.name for i in infos}
     table = NATURAL_LAYERS.get(arch_key(model))
     if table:
         return [n for n in table if n in fired]
+    blocks = natural_blocks(model, fired)
+    if blocks:
+        return blocks
     feature_info = getattr(model, "feature_info", None)
     if isinstance(feature_info, list) and feature_info and isinstance(feature_info[0], dict):
         names = [f.get("module") for f in feature_info]

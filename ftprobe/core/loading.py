@@ -43,7 +43,7 @@ from ftprobe.core.errors import CheckpointError, FtprobeError
 
 __all__ = ["LoadedModel", "build_arch", "load_model", "parse_spec", "save_model"]
 
-Kind = Literal["module", "spec", "state_dict", "safetensors", "torchscript", "pickle"]
+Kind = Literal["module", "spec", "state_dict", "safetensors", "torchscript", "pickle", "transformers", "peft"]
 FORMAT_VERSION = 1
 
 
@@ -128,6 +128,7 @@ def load_model(
     trust: bool = False,
     map_location: str | torch.device = "cpu",
     label: str | None = None,
+    base: LoadedModel | nn.Module | None = None,
 ) -> LoadedModel:
     """Load a model from a module object, a spec or a file. Everything is checked here, before any data is read.
 
@@ -137,6 +138,7 @@ def load_model(
         trust: Allow unpickling a whole pickled model (runs code from the file).
         map_location: Device for tensors read from files and for built models.
         label: Overrides the automatic label.
+        base: The base model a PEFT adapter source is applied to (None: the base its config names).
 
     Returns:
         The model and its provenance.
@@ -149,10 +151,32 @@ def load_model(
     if not isinstance(source, (str, os.PathLike)):
         raise FtprobeError(f"Cannot load a model from {type(source).__name__}: pass an nn.Module, a spec or a path.")
     text = os.fspath(source)
+    found = _load_hf_or_peft(text, base, map_location, label)
+    if found is not None:
+        return found
     spec = split_spec(text) if isinstance(source, str) and not os.path.exists(text) else None
     if spec is not None:
         return _load_spec(str(spec), arch, map_location, label)
     return _load_file(Path(text).expanduser(), arch, trust, map_location, label)
+
+
+def _load_hf_or_peft(
+    text: str, base: LoadedModel | nn.Module | None, map_location: str | torch.device, label: str | None
+) -> LoadedModel | None:
+    """``hf:NAME``, a transformers folder, a PEFT adapter folder or LoRA state-dict file; None for anything else."""
+    from ftprobe.core import _hf, _peft
+
+    path = Path(text).expanduser()
+    if text.startswith(_hf.HF_PREFIX) and not path.exists():
+        return _hf.load_hub(text, map_location, label)
+    if _peft.is_adapter_dir(path):
+        return _peft.load_adapter(path, None, base, map_location, label)
+    if _hf.is_transformers_dir(path):
+        return _hf.load_transformers(path, map_location, label)
+    if path.is_dir() and not (path / "config.json").exists() and _hf.checkpoint_dirs(path):
+        raise CheckpointError(_hf.trainer_output_help(path))
+    sd = _peft.sniff_adapter_file(path, map_location) if path.is_file() else None
+    return None if sd is None else _peft.load_adapter(path, sd, base, map_location, label)
 
 
 def _load_spec(text: str, arch: str | None, map_location: str | torch.device, label: str | None) -> LoadedModel:
