@@ -6,13 +6,17 @@ Nothing here unpickles Python objects unless the caller passed ``trust``; the gl
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import io
 import json
+import pathlib
+import pickletools
 import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -20,19 +24,36 @@ from torch import Tensor
 from ftprobe.core.errors import CheckpointError
 
 __all__ = [
+    "EMA_KEYS",
+    "PLAIN_DATA_CLASSES",
     "STATE_DICT_KEYS",
     "TRUST_HELP",
+    "Extracted",
     "extract_state_dict",
     "is_torchscript",
     "looks_like_safetensors",
     "not_checkpoint",
     "read_safetensors",
+    "read_sharded",
     "sha256",
+    "sha256_files",
     "torch_load",
 ]
 
 #: Checkpoint entries that may hold the state dict, in the order they are tried.
 STATE_DICT_KEYS = ("state_dict", "model", "module", "model_state_dict")
+#: Entries holding exponential-moving-average weights: timm's train script (``CheckpointSaver``) and torchvision's
+#: reference scripts (``references/classification/train.py``, an ``AveragedModel`` state dict).
+EMA_KEYS = ("state_dict_ema", "model_ema")
+#: Plain-data classes training scripts store beside the weights (the script's ``args``, paths), allowed under
+#: ``weights_only`` for the one load that reads a checkpoint: unpickling them sets attributes and runs no code.
+PLAIN_DATA_CLASSES: tuple[type, ...] = (
+    argparse.Namespace,
+    pathlib.PosixPath,
+    pathlib.PurePosixPath,
+    pathlib.WindowsPath,
+    pathlib.PureWindowsPath,
+)
 TRUST_HELP = (
     "Unpickling runs arbitrary code, so ftprobe does not do it by default. If you trust this file, pass "
     "--trust-checkpoint (trust=True in Python). Better, save a state dict instead: "
@@ -47,6 +68,14 @@ def sha256(path: Path) -> str:
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_files(folder: Path, files: list[Path]) -> str:
+    """One hex SHA-256 for the files of a folder model: each file's name (relative) and digest, in name order."""
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.relative_to(folder).as_posix()):
+        digest.update(f"{f.relative_to(folder).as_posix()}\0{sha256(f)}\n".encode())
     return digest.hexdigest()
 
 
@@ -71,22 +100,60 @@ def is_torchscript(path: Path) -> bool:
         return False
 
 
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _pickle_globals(path: Path) -> list[str]:
-    """Python globals the pickle names (read with pickletools: nothing is executed)."""
+    """Python globals the pickle names beyond the allowed plain-data classes (read with pickletools: nothing runs)."""
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:
         return []
+    allowed = {_qualname(c) for c in PLAIN_DATA_CLASSES}
+    return [n for n in names if n not in allowed]
+
+
+def _top_level_is_dict(path: Path) -> bool | None:
+    """Whether the pickled top-level object is a dict (its first opcode builds one), or None when unknown."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                return None
+            with zf.open(name) as fh:
+                head = fh.read(64)
+        for op, _, _ in pickletools.genops(io.BytesIO(head)):
+            if op.name not in ("PROTO", "FRAME"):
+                return op.name == "EMPTY_DICT"
+    except Exception:
+        return None
+    return None
+
+
+def _untrusted_message(path: Path, names: list[str]) -> str:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    if _top_level_is_dict(path):
+        what = (
+            f"{path} is a checkpoint dict that holds pickled Python objects besides tensors and plain data "
+            f"(of class {shown}). Loading them runs code from those classes, or from whatever the file says they are."
+        )
+    else:
+        what = f"{path} holds pickled Python objects, not just tensors: a pickled {shown} (a whole pickled nn.Module " \
+               "looks like this)."
+    return f"{what} {TRUST_HELP}"
 
 
 def torch_load(path: Path, trust: bool, map_location: str | torch.device) -> tuple[Any, list[str]]:
-    """``torch.load`` with ``weights_only=True``; with trust, a full unpickling when the file names Python globals.
+    """``torch.load`` with ``weights_only=True`` (plus :data:`PLAIN_DATA_CLASSES`, for this load only); with trust,
+    a full unpickling when the file names other Python globals.
 
     Returns:
         The loaded object and the unsafe globals the file names ([] when weights-only loading worked).
     """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True), []
+        with torch.serialization.safe_globals(list(PLAIN_DATA_CLASSES)):
+            return torch.load(path, map_location=map_location, weights_only=True), []
     except Exception as exc:
         message = str(exc)
         found = re.findall(r"GLOBAL ([\w.]+)", message)
@@ -102,11 +169,7 @@ def torch_load(path: Path, trust: bool, map_location: str | torch.device) -> tup
             raise not_checkpoint(path, f"{kind}; {type(exc).__name__}: {detail}") from None
         names = _pickle_globals(path) or found
     if not trust:
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        raise CheckpointError(
-            f"{path} holds pickled Python objects, not just tensors (it names {shown}; a whole pickled nn.Module "
-            "looks like this). " + TRUST_HELP
-        )
+        raise CheckpointError(_untrusted_message(path, names))
     try:
         return torch.load(path, map_location=map_location, weights_only=False), names
     except (ImportError, AttributeError) as exc:
@@ -120,19 +183,78 @@ def _is_tensor_dict(obj: object) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
 
 
-def extract_state_dict(path: Path, obj: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict | None, list[str]]:
-    """The state dict inside a loaded checkpoint dict, the ftprobe metadata if any, and notes."""
+class Extracted(NamedTuple):
+    """The weights found in a checkpoint dict (a tuple, so ``extract_state_dict(...)[0]`` is the state dict).
+
+    Attributes:
+        state_dict: The chosen set of tensors.
+        meta: The ftprobe metadata :func:`ftprobe.save` wrote, or None.
+        notes: What the user should know (the entry read, an EMA set left unused ...).
+        entry: The checkpoint entry the weights came from (``"state_dict"``, ``"state_dict_ema"`` ...), None for a
+            bare state dict.
+        weights: ``"ema"`` when the exponential-moving-average set was chosen, else ``"training"``.
+        ema_entry: The entry holding an EMA set, whether chosen or not (None when the file has none).
+    """
+
+    state_dict: dict[str, Tensor]
+    meta: dict | None = None
+    notes: list[str] = []  # noqa: RUF012 (NamedTuple fields are read-only; each result passes its own list)
+    entry: str | None = None
+    weights: str = "training"
+    ema_entry: str | None = None
+
+
+def _ema_state_dict(sd: Mapping[str, Tensor], notes: list[str]) -> dict[str, Tensor]:
+    """An EMA set as the model names it: torchvision's ``AveragedModel`` adds ``n_averaged`` and ``module.``."""
+    out = dict(sd)
+    if "n_averaged" in out and any(k.startswith("module.") for k in out):
+        del out["n_averaged"]
+        notes.append("Dropped the EMA counter 'n_averaged' (torch.optim.swa_utils.AveragedModel).")
+    return out
+
+
+def extract_state_dict(path: Path, obj: Mapping[str, Any], ema: bool | None = None) -> Extracted:
+    """The state dict inside a loaded checkpoint dict, the ftprobe metadata if any, and notes.
+
+    Args:
+        path: The file (for messages).
+        obj: What ``torch.load`` returned.
+        ema: True: the EMA set (an error if there is none); False: the training set; None: the training set, with
+            a note when the file also holds an EMA set.
+
+    Raises:
+        CheckpointError: No state dict in the dict, or ``ema=True`` and no EMA set.
+    """
     meta = obj.get("ftprobe") if isinstance(obj.get("ftprobe"), Mapping) else None
+    ema_entry = next((k for k in EMA_KEYS if _is_tensor_dict(obj.get(k))), None)
+    if ema:
+        if ema_entry is None:
+            keys = ", ".join(repr(k) for k in list(obj)[:10]) if not _is_tensor_dict(obj) else "tensors only"
+            raise CheckpointError(
+                f"--ema (ema=True) asks for the EMA weights, but {path} holds no EMA set (ftprobe looks for "
+                f"{' or '.join(map(repr, EMA_KEYS))}; the file has {keys}). Drop --ema to load its weights."
+            )
+        notes: list[str] = [f"EMA weights read from the checkpoint's {ema_entry!r} entry (--ema)."]
+        return Extracted(_ema_state_dict(obj[ema_entry], notes), meta, notes, ema_entry, "ema", ema_entry)
     if _is_tensor_dict(obj):
-        return dict(obj), None, []
+        return Extracted(dict(obj), None, [])
     for key in STATE_DICT_KEYS:
         if _is_tensor_dict(obj.get(key)):
             others = [str(k) for k in obj if k not in (key, "ftprobe")]
             notes = [] if meta is not None else [f"State dict read from the checkpoint's {key!r} entry."]
             if others and meta is None:
                 notes[0] += f" Other entries ignored: {', '.join(others[:8])}."
-            return dict(obj[key]), meta, notes
+            if ema_entry is not None and ema is None:
+                notes.append(
+                    f"The checkpoint also holds EMA weights ({ema_entry!r}); these are the training weights "
+                    f"({key!r}). Pass --ema (ema=True in Python) to compare the EMA weights."
+                )
+            return Extracted(dict(obj[key]), meta, notes, key, "training", ema_entry)
     keys = ", ".join(repr(k) for k in list(obj)[:10])
+    if ema_entry is not None:
+        raise CheckpointError(
+            f"{path} holds only EMA weights ({ema_entry!r}) and no training state dict: pass --ema (ema=True)."
+        )
     raise CheckpointError(
         f"{path} holds a dict (keys {keys}) but no state dict: expected a dict of tensors, or one under "
         f"{', '.join(map(repr, STATE_DICT_KEYS))}."
@@ -155,3 +277,37 @@ def read_safetensors(path: Path, map_location: str | torch.device) -> tuple[dict
     except ValueError as exc:
         raise CheckpointError(f"{path}: the ftprobe metadata is not valid JSON ({exc}).") from exc
     return sd, meta
+
+
+def read_sharded(index: Path, map_location: str | torch.device) -> tuple[dict[str, Tensor], list[Path]]:
+    """The tensors of a sharded checkpoint from its index (``model.safetensors.index.json`` and its shards, or
+    ``pytorch_model.bin.index.json``), and the files read (the index first).
+
+    Raises:
+        CheckpointError: An unreadable index, a missing shard, or shards that do not hold what the index lists.
+    """
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = list(dict.fromkeys(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{index} is not a sharded-checkpoint index (no readable 'weight_map': {exc}).") from exc
+    missing = [s for s in shards if not (index.parent / s).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{index} lists shards that are not in {index.parent}: {', '.join(missing[:5])}. Copy every shard "
+            "beside the index."
+        )
+    sd: dict[str, Tensor] = {}
+    for shard in shards:
+        path = index.parent / shard
+        if path.suffix == ".safetensors" or looks_like_safetensors(path):
+            part, _ = read_safetensors(path, map_location)
+        else:
+            part, _ = torch_load(path, False, map_location)
+            if not _is_tensor_dict(part):
+                raise CheckpointError(f"{path} (a shard listed in {index.name}) is not a dict of tensors.")
+        sd.update(part)
+    absent = [k for k in weight_map if k not in sd]
+    if absent:
+        raise CheckpointError(f"{index} lists tensors its shards lack: {', '.join(absent[:5])}.")
+    return sd, [index] + [index.parent / s for s in shards]

@@ -39,6 +39,13 @@ def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         assert torch.equal(a[key], b[key]), key
 
 
+class _Settings:
+    """A user's class stored in a checkpoint: not on the plain-data allowlist."""
+
+    def __init__(self) -> None:
+        self.lr = 0.1
+
+
 def _write_marker(path: str) -> None:
     """What a malicious pickle would run: it leaves a file behind."""
     Path(path).write_text("pwned")
@@ -113,7 +120,8 @@ def test_torchvision_spec_builds_the_model_at_random_init() -> None:
     lm = load_model("torchvision:resnet18", map_location="cpu")
     assert isinstance(lm.module, torchvision.models.ResNet)
     assert (lm.kind, lm.label, lm.source, lm.arch) == ("spec", "resnet18", RESNET, RESNET)
-    assert (lm.sha256, lm.head, lm.notes) == (None, None, [])
+    assert (lm.sha256, lm.head, lm.weights) == (None, None, "random")
+    assert len(lm.notes) == 1 and "random weights" in lm.notes[0]
 
 
 def test_spec_with_weights_calls_the_real_downloader(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -401,9 +409,10 @@ def test_trusted_checkpoint_with_python_objects_gives_its_state_dict(
     tmp_path: Path, resnet_sd: dict[str, torch.Tensor]
 ) -> None:
     path = tmp_path / "with_args.pt"
-    torch.save({"state_dict": resnet_sd, "args": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(CheckpointError, match=r"argparse\.Namespace"):
+    torch.save({"state_dict": resnet_sd, "args": argparse.Namespace(lr=0.1), "extra": _Settings()}, path)
+    with pytest.raises(CheckpointError, match=r"checkpoint dict .*of class [\w.]*test_loading\._Settings") as info:
         load_model(path, arch=RESNET)
+    assert "argparse" not in str(info.value) and "pickled nn.Module" not in str(info.value)
     lm = load_model(path, arch=RESNET, trust=True)
     assert lm.kind == "state_dict" and any("Unpickled with trust" in n for n in lm.notes)
     _assert_same_tensors(lm.module.state_dict(), resnet_sd)
