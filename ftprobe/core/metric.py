@@ -42,12 +42,23 @@ __all__ = [
     "PairStep",
     "Reduce",
     "RunContext",
+    "SAME",
     "Scope",
     "WeightStep",
     "resolve_reduce",
 ]
 
 Reduce = Literal["sum", "cat", "max", "min"] | Callable[[Any, Any], Any]
+
+
+class _Same:
+    def __repr__(self) -> str:
+        return "SAME"
+
+
+SAME: Any = _Same()
+"""Identity marker (also ``ftprobe.testing.SAME``): for identical models, the base's and the tuned model's
+``compute()`` values of this key are equal (``Scope.MODEL`` metrics)."""
 
 
 class Need(enum.Flag):
@@ -229,6 +240,10 @@ class Metric(ABC):
     scope: ClassVar[Scope] = Scope.PAIR
     layerwise: ClassVar[bool] = True
     higher_is_more_similar: ClassVar[bool | None] = None
+    #: What the metric gives when base and tuned are identical, which the contract kit (``ftprobe.testing``) checks
+    #: for every installed metric: value key, or a glob of keys such as ``"overlap_mean@*"`` → the number expected
+    #: (e.g. ``{"cka": 1.0}``), a callable ``value -> bool``, or :data:`SAME`. ``None``: not declared.
+    identity: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self) -> None:
         self._defaults: dict[str, Any] = {}

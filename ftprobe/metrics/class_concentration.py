@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ftprobe.core.errors import MetricNeedsError
-from ftprobe.core.metric import Metric, Need, RunContext
+from ftprobe.core.metric import SAME, Metric, Need, RunContext
 from ftprobe.functional.concentration import class_histogram, dominant_class, gini, normalized_entropy
 from ftprobe.functional.topk import KSpec, alive_channels, topk_prefix, topk_set_sizes
 from ftprobe.metrics._topk_base import TopKMetricBase, short_sets, summarize
@@ -47,6 +47,8 @@ class ClassConcentration(TopKMetricBase):
     name = "class_concentration"
     needs = Need.ACTIVATIONS | Need.LABELS
     higher_is_more_similar = None
+    # identical models: every per-model value equal, every change (layer mean, median, per channel) zero
+    identity = {"*@*": SAME, "dead_channels": SAME, "*_change@*": 0.0}
 
     def __init__(
         self,
@@ -87,8 +89,10 @@ class ClassConcentration(TopKMetricBase):
                 "class_concentration: the top-k state holds images without labels; the engine must pass labels to "
                 "the instance it updates when the states are shared"
             )
-        out: dict[str, Any] = {"dead_channels": int((~alive).sum())}
-        notes = []
+        dead = int((~alive).sum())
+        out: dict[str, Any] = {"dead_channels": dead}
+        notes = [f"{dead} of {alive.numel()} channels have no positive image (dead_channels): their {self.measure} is "
+                 "undefined (NaN) and left out of the mean, median and quartiles" if dead else ""]
         for k in self._ks:
             hist = class_histogram(topk_prefix(t, k).labels, self._num_classes, self._multilabel)
             m = normalized_entropy(hist) if self.measure == "entropy" else gini(hist)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ftprobe.core.metric import Metric, Need
+from ftprobe.core.metric import SAME, Metric, Need
 from ftprobe.functional.topk import alive_channels, topk_overlap, topk_set_sizes
 from ftprobe.metrics._topk_base import TopKMetricBase, short_sets, summarize
 
@@ -54,6 +54,8 @@ class TopKOverlap(TopKMetricBase):
     name = "topk_overlap"
     needs = Need.ACTIVATIONS
     higher_is_more_similar = True
+    identity = {"overlap@*": 100.0, "overlap_mean@*": 100.0, "overlap_median@*": 100.0, "overlap_q1@*": 100.0,
+                "overlap_q3@*": 100.0, "topk_index@*": SAME, "topk_score@*": SAME, "dead_channels": SAME}
 
     def compute(self) -> Mapping[str, Any]:
         t = self.final_topk()

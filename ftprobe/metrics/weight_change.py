@@ -52,6 +52,7 @@ class WeightChange(Metric):
     needs = Need.WEIGHTS
     scope = Scope.PAIR
     higher_is_more_similar = False
+    identity = {"l2": 0.0, "module_l2": 0.0}  # identical weights: no change in any module
 
     def __init__(self, modules: str = "conv,linear", top_filters: int = 3, cosine: bool = False) -> None:
         super().__init__()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fnmatch
 import io
 import json
 import numbers
@@ -28,7 +29,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-from ftprobe.core.metric import Metric, Need, Scope
+from ftprobe.core.metric import SAME, Metric, Need, Scope
 from ftprobe.core.results import _to_jsonable
 from ftprobe.core.views import VIEWS
 
@@ -38,22 +39,13 @@ from .models import TinyNet
 __all__ = ["SAME", "ContractSpec", "MetricContract", "assert_outputs_close", "check_identity"]
 
 
-class _Same:
-    def __repr__(self) -> str:
-        return "SAME"
-
-
-SAME: Any = _Same()
-"""Identity marker: the base's and the tuned model's ``compute()`` values of this key are equal (``Scope.MODEL``)."""
-
-
 @dataclass(frozen=True)
 class ContractSpec:
     """Which metric the contract checks, with which options and expectations."""
 
     metric_cls: type[Metric]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    identity: Mapping[str, Any] | None = None
+    identity: Mapping[str, Any] | None = None  # None: what the metric class declares (``Metric.identity``)
     atol: float = 1e-6
     rtol: float = 1e-5
     identity_atol: float = 1e-6
@@ -61,6 +53,11 @@ class ContractSpec:
     @property
     def name(self) -> str:
         return str(getattr(self.metric_cls, "name", self.metric_cls.__name__))
+
+    @property
+    def expected_identity(self) -> Mapping[str, Any] | None:
+        """The identity expectations: given here, else declared by the metric class, else ``None``."""
+        return self.identity if self.identity is not None else getattr(self.metric_cls, "identity", None)
 
 
 def _numeric(x: Any) -> bool:
@@ -112,10 +109,25 @@ def outputs_close(a: Any, b: Any, *, atol: float = 1e-6, rtol: float = 1e-5) -> 
     return True
 
 
+def _matches(key: str, vals: Mapping[str, Any]) -> list[str]:
+    """The keys of ``vals`` that ``key`` names: itself, or every key matching it when it is a glob."""
+    if any(c in key for c in "*?["):
+        return [k for k in vals if isinstance(k, str) and fnmatch.fnmatchcase(k, key)]
+    return [key] if key in vals else []
+
+
 def _lookup(by_layer: Mapping[str, Mapping[str, Any]], key: str, what: str) -> list[tuple[str, Any]]:
-    found = [(layer, vals[key]) for layer, vals in by_layer.items() if layer != "*" and key in vals]
-    if not found and key in by_layer.get("*", {}):
-        found = [("*", by_layer["*"][key])]
+    """``(where, value)`` for every value ``key`` (a key or a glob of keys) names, per layer (``"*"`` last resort);
+    ``where`` is ``"layer"`` or ``"layer[key]"`` for a glob."""
+    glob = any(c in key for c in "*?[")
+
+    def found_in(layers: list[str]) -> list[tuple[str, Any]]:
+        return [(f"{layer}[{k}]" if glob else layer, by_layer[layer][k])
+                for layer in layers for k in _matches(key, by_layer[layer])]
+
+    found = found_in([layer for layer in by_layer if layer != "*"])
+    if not found and "*" in by_layer:
+        found = found_in(["*"])
     if not found:
         keys = sorted({str(k) for vals in by_layer.values() for k in vals})
         raise AssertionError(f"identity key {key!r} is not in {what}; its keys are {keys}")
@@ -131,14 +143,28 @@ def _numbers(value: Any, where: str) -> torch.Tensor:
     return torch.as_tensor(value).detach().cpu().to(torch.float64).flatten()
 
 
+def _noted(by_layer: Mapping[str, Mapping[str, Any]], where: str) -> bool:
+    """Whether the values at ``where`` (``"layer"`` or ``"layer[key]"``) carry a ``note`` (text saying why)."""
+    note = by_layer.get(where.split("[", 1)[0], {}).get("note")
+    return isinstance(note, str) and bool(note.strip())
+
+
 def check_identity(
     spec: ContractSpec,
     pair_values: Mapping[str, Mapping[str, Any]],
     model_values: tuple[Mapping[str, Mapping[str, Any]], Mapping[str, Mapping[str, Any]]] | None,
     where: str,
+    undefined_ok: bool = False,
 ) -> None:
-    """Check ``spec.identity`` on the values (layer → key → value) of an identical pair."""
-    for key, expected in (spec.identity or {}).items():
+    """Check the identity expectations (:attr:`ContractSpec.expected_identity`) on the values (layer → key → value)
+    of an identical pair.
+
+    A number must hold for every element. A NaN element passes only where the layer's values carry a ``note``
+    (text saying why the value is undefined), and then only in a vector that also holds the expected value
+    somewhere (a dead channel beside live ones), unless ``undefined_ok``: then a value that is NaN throughout with a
+    note passes too (tiny data, where a metric may honestly have nothing to measure).
+    """
+    for key, expected in (spec.expected_identity or {}).items():
         at = f"{where}: {spec.name}[{key!r}]"
         if expected is SAME:
             if model_values is None:
@@ -153,6 +179,9 @@ def check_identity(
                 continue
             nums = _numbers(value, at)
             assert nums.numel(), f"{at} at layer {layer!r} is empty: nothing to compare with {expected!r}"
+            nan = torch.isnan(nums)
+            if bool(nan.any()) and _noted(pair_values, layer) and (undefined_ok or not bool(nan.all())):
+                nums = nums[~nan]  # undefined where the metric says why: the rest must be the identity
             off = (nums - float(expected)).abs()
             assert bool((off <= spec.identity_atol).all()), (
                 f"{at} at layer {layer!r} should be {expected!r} for identical inputs, got {nums.tolist()[:8]} "
@@ -297,9 +326,10 @@ class MetricContract:
     # -- sanity and declared needs ----------------------------------------------------------------------------------
     def test_identical_pair(self, contract_spec: ContractSpec) -> None:
         spec = contract_spec
-        if spec.identity is None:
+        if spec.expected_identity is None:
             pytest.fail(f"{type(self).__name__}: declare `identity` (key -> value expected when base and tuned are "
-                        "identical, e.g. {'cka': 1.0}), or `identity = {}` to only check that they compute")
+                        "identical, e.g. {'cka': 1.0}) on the metric class (Metric.identity) or on this test class, "
+                        "or `identity = {}` to only check that they compute")
         run, model = synthetic_run(identical=True), TinyNet(width=4)
         out = Harness(spec, run).feed(run, (model, copy.deepcopy(model))).outputs()
         if model_scoped(spec.metric_cls):

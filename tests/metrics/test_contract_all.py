@@ -1,8 +1,9 @@
 """The metric contract (ftprobe.testing.MetricContract) run over every installed metric, built-in or third-party.
 
-Each metric found by ``list_metrics()`` gets every contract test; the table below gives the options and the values
-expected when base and tuned are identical for the metrics ftprobe knows (its built-ins and the ftprobe-similarity
-plugin in ``plugins/``). A metric not in the table is still checked, its identical pair only for computing.
+Each metric found by ``list_metrics()`` gets every contract test, its identical pair checked against what the metric
+declares (``Metric.identity``); the table below gives the options used for the metrics ftprobe knows (its built-ins
+and the ftprobe-similarity plugin in ``plugins/``). A metric that declares no identity is still checked, its
+identical pair only for computing.
 """
 
 from __future__ import annotations
@@ -22,23 +23,22 @@ from ftprobe.testing.contract import registered
 
 ROOT = Path(__file__).parents[2]
 
-KNOWN: dict[str, dict[str, Any]] = {
-    "cka": {"identity": {"cka": 1.0}},
-    "weight_l2": {"identity": {"l2": 0.0, "module_l2": 0.0}},
-    "topk_overlap": {"kwargs": {"k": 4}, "identity": {"topk_index@4": SAME, "topk_score@4": SAME}},
-    "class_concentration": {"kwargs": {"k": 4}, "identity": {"entropy@4": SAME, "entropy_mean_change@4": 0.0}},
-    "svcca": {"identity": {"svcca": 1.0}},
-    "pwcca": {"identity": {"pwcca": 1.0}},
-    "procrustes": {"identity": {"procrustes": 0.0}},
-    "mutual_knn": {"identity": {"mutual_knn": 1.0}},
-}
+KWARGS: dict[str, dict[str, Any]] = {"topk_overlap": {"k": 4}, "class_concentration": {"k": 4}}
+DECLARING = {"cka", "weight_l2", "topk_overlap", "class_concentration", "svcca", "pwcca", "procrustes", "mutual_knn"}
 
 
 class TestEveryInstalledMetric(MetricContract):
     @pytest.fixture(params=list_metrics(), ids=str)
     def contract_spec(self, request: pytest.FixtureRequest) -> ContractSpec:
-        known = KNOWN.get(request.param, {"identity": {}})
-        return ContractSpec(get_metric(request.param), known.get("kwargs", {}), known["identity"])
+        cls = get_metric(request.param)
+        return ContractSpec(cls, KWARGS.get(request.param, {}), None if cls.identity is not None else {})
+
+
+@pytest.mark.parametrize("name", sorted(DECLARING & set(list_metrics())))
+def test_known_metrics_declare_their_identity(name: str) -> None:
+    identity = get_metric(name).identity
+    assert identity, f"{name} declares no identity (Metric.identity): its identical pair would only be computed"
+    assert any(v is not SAME for v in identity.values()), f"{name}: identity must pin a value, not only SAME"
 
 
 def test_builtins_are_in_the_contract_run() -> None:

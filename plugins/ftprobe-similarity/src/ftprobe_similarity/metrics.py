@@ -125,6 +125,7 @@ class SVCCA(_MomentMetric):
 
     name = "svcca"
     higher_is_more_similar = True
+    identity = {"svcca": 1.0}
 
     def __init__(self, keep: float = 0.99, features: str = "gap", max_memory_gb: float = 4.0) -> None:
         super().__init__(features, max_memory_gb)
@@ -161,6 +162,7 @@ class PWCCA(_MomentMetric):
 
     name = "pwcca"
     higher_is_more_similar = True
+    identity = {"pwcca": 1.0}
 
     def __init__(self, rank_tol: float = RANK_TOL, features: str = "gap", max_memory_gb: float = 4.0) -> None:
         super().__init__(features, max_memory_gb)
@@ -193,6 +195,7 @@ class Procrustes(_MomentMetric):
 
     name = "procrustes"
     higher_is_more_similar = False
+    identity = {"procrustes": 0.0}
 
     def compute(self) -> dict[str, Any]:
         n, why = self._ready()
@@ -227,6 +230,7 @@ class MutualKNN(Metric):
     """
 
     name = "mutual_knn"
+    identity = {"mutual_knn": 1.0}
     needs = Need.ACTIVATIONS
     scope = Scope.PAIR
     layerwise = True
