@@ -122,10 +122,12 @@ class _Misfit:
 
     def __call__(self, reason: str) -> CheckpointError:
         hint = f" ({self.trained_on})" if self.trained_on else ""
+        cls = type(self.base.module).__name__
+        which = self.base.label if self.base.label == cls else f"{self.base.label}, {cls}"
         return CheckpointError(
-            f"The adapter {self.path} does not fit this base ({self.base.label}, {type(self.base.module).__name__}): "
+            f"The adapter {self.path} does not fit this base ({which}): "
             f"{reason}. Pass the base it was trained on{hint} as the base model (the first model of `ftprobe "
-            "compare`, base= in Python); --arch does not apply to adapters."
+            "compare`, base= in Python)."
         )
 
 
