@@ -45,7 +45,9 @@ def metric_tables(result: Result) -> list[Any]:
             vals.sort(key=lambda v: (v.subject, layer_order.get(v.layer, len(layer_order))))
             keys = _keys(vals)
             title = f"{metric} ({'per pair' if scope == 'pair' else 'per model'})"
-            table = Table(title=title, title_justify="left")
+            notes = [f"note ({'; '.join(places)}): {note}" for note, places in result.notes(metric, scope)]
+            table = Table(title=title, title_justify="left", caption="\n".join(notes) or None,
+                          caption_justify="left", caption_style="yellow")  # the values' cautions, under them
             table.add_column("pair" if scope == "pair" else "model")
             table.add_column("layer")
             for k in keys:

@@ -132,6 +132,21 @@ class Result:
                 return v.arrays[key]
         raise KeyError(f"no value {key!r} for metric {metric!r} at layer {layer!r}")
 
+    def notes(self, metric: str | None = None, scope: str | None = None) -> list[tuple[str, list[str]]]:
+        """The cautions the values carry (a value's ``"note"``: too few samples, k larger than the data ...): each
+        distinct note once, with the places it concerns (``"subject, layer"``), in the order of the values."""
+        where: dict[str, list[str]] = {}
+        for v in self.values:
+            note = v.arrays.get("note")
+            if (metric is not None and v.metric != metric) or (scope is not None and v.scope != scope):
+                continue
+            if isinstance(note, str) and note.strip():
+                place = f"{v.subject}, {'all layers' if v.layer == '*' else v.layer}"
+                places = where.setdefault(note, [])
+                if place not in places:
+                    places.append(place)
+        return list(where.items())
+
     def records(self) -> list[dict[str, Any]]:
         """A tidy table: one row per scalar (metric, layer, scope, base, tuned, model, key, value)."""
         rows = []

@@ -101,6 +101,8 @@ def scalar_tables(result: Result, metric: str) -> str:
         rows = [(v.subject, layer_label(result, v.layer), *[v.scalars.get(k, "") for k in keys]) for v in vals]
         parts.append(f"<h3>Values per {'pair' if scope == 'pair' else 'model'}</h3>")
         parts.append(_table(["pair" if scope == "pair" else "model", "layer", *keys], rows, numeric_from=2))
+        parts.extend(f'<p class="warn">note ({escape("; ".join(places))}): {escape(note)}</p>'
+                     for note, places in result.notes(metric, scope))  # the values' cautions, under them
     for v in result.values:  # values that belong to no single layer: scalars and short texts, as a line
         if v.metric != metric or v.layer != "*":
             continue
