@@ -52,13 +52,15 @@ def _k(ctx: click.Context, param: click.Parameter, value: str) -> Any:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--preprocess", type=click.Choice(["imagenet", "caffe", "none"]), default="imagenet", show_default=True)
-@click.option("--size", type=click.IntRange(min=8), default=224, show_default=True)
+@click.option("--size", type=click.IntRange(min=8),
+              help="Shorter side resized to SIZE, then centre crop (default: the base model's configured image size, "
+                   "e.g. a Hugging Face config's image_size, else 224).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "json_path", metavar="PATH", help="Also save the run's results.json here.")
 @click.pass_obj
 def top_images(app: App, base: str, tuned: str, layer: str, channels: list[int], data: str, out_path: str, k: Any,
                show: int, score: str, arch: tuple[str, ...], trust_checkpoint: bool, batch_size: int,
-               limit: int | None, seed: int, device: str, preprocess: str, size: int, workers: int,
+               limit: int | None, seed: int, device: str, preprocess: str, size: int | None, workers: int,
                json_path: str | None) -> None:
     """Run a top-k comparison of BASE and TUNED on one layer over --data, then draw, for each of --channels, its
     top images in both models side by side (shared images framed, class labels under them)."""

@@ -280,3 +280,17 @@ def test_a_folder_that_is_not_a_transformers_model_is_left_to_the_other_loaders(
 
     assert not is_transformers_dir(tmp_path)  # timm's hub folder config
     assert not is_transformers_dir(Path(__file__))
+
+
+def test_cli_top_images_takes_folders_at_the_config_size(tmp_path, image_folder, run_cli):
+    base = tiny_convnext(0)
+    base.save_pretrained(tmp_path / "base")
+    nudged(base).save_pretrained(tmp_path / "tuned")
+    out = tmp_path / "grid.png"
+    code, _, err = run_cli("top-images", tmp_path / "base", tmp_path / "tuned", "--layer", "convnext.encoder.stages.0",
+                           "--channels", "0,1", "--data", image_folder, "--k", "3", "--show", "2", "--out", out,
+                           "--device", "cpu", "--json", tmp_path / "results.json")
+    assert code == 0, err
+    assert out.stat().st_size > 0
+    preprocess = json.loads((tmp_path / "results.json").read_text())["data"]["preprocess"]
+    assert preprocess["size"] == 32  # the config's image_size, not the 224 of models without one
