@@ -268,3 +268,17 @@ def test_merge_is_associative_and_order_independent(case) -> None:
     swapped = finalize_topk(merge_topk(merge_topk(c, a, k), b, k), k)
     for other in (right, swapped, whole):
         _assert_same(left, other)
+
+
+@pytest.mark.parametrize("k", [1, 7, 20, 59, 100])
+def test_ties_never_split_identical_models(k: int) -> None:
+    # two scores only (many ties at the k-th place) and each "model" streamed in other batches and orders: the total
+    # order (score, then sample index) gives both the same set, so overlap is exactly 100 where a set exists
+    scores, index, labels = _case(21, n=60, levels=2)
+    a = finalize_topk(_stream(scores, index, labels, k, batch=7), k)
+    order = torch.randperm(60, generator=torch.Generator().manual_seed(22))
+    b = finalize_topk(_stream(scores, index, labels, k, batch=13, order=order), k)
+    _assert_same(a, b)
+    ov = topk_overlap(a.index, b.index, k)
+    alive = (a.index >= 0).any(dim=1)
+    assert ov[alive].tolist() == [100.0] * int(alive.sum()) and bool(ov[~alive].isnan().all())
