@@ -161,6 +161,7 @@ def compare(
     pairs: str = "first",
     arch: str | Sequence[str | None] | None = None,
     trust: bool = False,
+    ema: bool | Sequence[bool | None] | None = None,
     labels: Sequence[str] | None = None,
     batch_size: int = 32,
     limit: int | None = None,
@@ -193,6 +194,9 @@ def compare(
         pairs: ``"first"`` (each tuned model against the base) or ``"all"``.
         arch: the architecture of state-dict checkpoints, for all models or one per model.
         trust: allow loading pickled whole modules (runs code from the file).
+        ema: True: the EMA weights of checkpoints that hold two sets (timm's ``state_dict_ema``, torchvision's
+            ``model_ema``), for every checkpoint file or folder (an error for one without an EMA set); or one value
+            per model. None: training weights, with a note where an EMA set exists.
         checkpoint: a file for the pass's state: saved every ``checkpoint_every`` batches and on Ctrl-C, removed
             when the run completes; ``resume=True`` continues from it (the job must be the same).
         amp: ``"bf16"`` or ``"fp16"``: forwards under autocast (for GPUs); metric statistics stay float64.
@@ -203,7 +207,7 @@ def compare(
     Returns:
         A :class:`ftprobe.Result` (data only: ``to_dict()``, ``to_json()``, ``records()``).
     """
-    from .core.loading import load_model
+    from .core.loading import is_checkpoint_source, load_model
 
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     notice = notice or (lambda msg: None)
@@ -216,6 +220,9 @@ def compare(
     archs = list(arch) if isinstance(arch, (list, tuple)) else [arch] * len(sources)
     if len(archs) != len(sources):
         raise FtprobeError(f"--arch was given {len(archs)} times for {len(sources)} models; give one, or one each")
+    emas = list(ema) if isinstance(ema, (list, tuple)) else [ema if is_checkpoint_source(s) else None for s in sources]
+    if len(emas) != len(sources):
+        raise FtprobeError(f"ema was given {len(emas)} values for {len(sources)} models; give one, or one each")
     if amp not in (None, "bf16", "fp16"):
         raise FtprobeError(f"--amp must be bf16 or fp16, not {amp!r}")
     dist_info, dev = init_from_env(resolve_device(device))
@@ -224,7 +231,7 @@ def compare(
     seen_modules: set[int] = set()
     restore: list[tuple[nn.Module, torch.device]] = []
     for i, (src, a) in enumerate(zip(sources, archs)):
-        lm = load_model(src, arch=a, trust=trust, label=(labels[i] if labels else None),
+        lm = load_model(src, arch=a, trust=trust, label=(labels[i] if labels else None), ema=emas[i],
                         base=loaded[0][0] if loaded else None)  # the base a PEFT adapter is applied to
         module = lm.module
         if isinstance(src, nn.Module):

@@ -28,6 +28,9 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
 @click.option("--arch", multiple=True, metavar="SPEC",
               help="Architecture of state dicts: torchvision:NAME or timm:NAME (once for all, or once per model).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow pickled whole modules (runs code from the file).")
+@click.option("--ema", is_flag=True,
+              help="Use the EMA weights of checkpoints that hold two sets (timm's state_dict_ema, torchvision's "
+                   "model_ema); without it, the training weights.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Use a seeded random subset of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit.")
@@ -58,7 +61,8 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
               help="Folder for results.json, figures/ and report.html (and checkpoint.pt).")
 @click.pass_obj
 def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...], metrics: str | None,
-            data: str | None, pairs: str, arch: tuple[str, ...], trust_checkpoint: bool, batch_size: int,
+            data: str | None, pairs: str, arch: tuple[str, ...], trust_checkpoint: bool, ema: bool,
+            batch_size: int,
             limit: int | None, seed: int, device: str, preprocess: str, size: int | None, input_size: int | None,
             workers: str, amp: str | None, checkpoint_every: int, resume: bool, raw_options: tuple[str, ...],
             k: tuple[str, ...], score: str | None,
@@ -108,7 +112,8 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
     try:
         result = run_compare(
             base, *tuned, layers=list(layers) or None, data=data, metrics=metrics, options=options, pairs=pairs,
-            arch=arch_arg, trust=trust_checkpoint, batch_size=batch_size, limit=limit, seed=seed, device=device,
+            arch=arch_arg, trust=trust_checkpoint, ema=ema or None, batch_size=batch_size, limit=limit, seed=seed,
+            device=device,
             preprocess=preprocess, size=size, input_size=input_size, workers=_workers(workers, device),
             disabled=disabled, notice=app.notice, progress=lambda n: callbacks["advance"](n), on_start=on_start,
             checkpoint=Path(out_dir) / "checkpoint.pt", checkpoint_every=checkpoint_every, resume=resume, amp=amp,

@@ -13,17 +13,22 @@ from .app import App
 @click.option("--input-size", type=int, help="Image size of the probe forward (default: the model's, else 224).")
 @click.option("--arch", metavar="SPEC", help="Architecture of a state-dict checkpoint (torchvision:NAME, timm:NAME).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a pickled whole module (runs code from the file).")
+@click.option("--ema", is_flag=True, help="Use the checkpoint's EMA weights (timm's state_dict_ema, torchvision's "
+                                          "model_ema).")
 @click.pass_obj
 def layers(app: App, model: str, pattern: str | None, input_size: int | None, arch: str | None,
-           trust_checkpoint: bool) -> None:
+           trust_checkpoint: bool, ema: bool) -> None:
     """List the hookable layers of MODEL in execution order, with output shapes (one forward on a zero batch),
-    aliases, and modules that run more than once per forward (listed as name:2, ...)."""
+    aliases, and modules that run more than once per forward (listed as name:2, ...). MODEL is anything compare takes:
+    a spec, a checkpoint file, or a model folder."""
     from rich.table import Table
 
     from ftprobe.core.layers import list_layers, natural_layers, probe
     from ftprobe.core.loading import load_model
 
-    lm = load_model(model, arch=arch, trust=trust_checkpoint)
+    lm = load_model(model, arch=arch, trust=trust_checkpoint, ema=ema or None)
+    for note in lm.notes:
+        app.notice(f"{lm.label}: {note}")
     infos = list_layers(lm.module, pattern, input_size=input_size)
     natural = set(natural_layers(lm.module, probe(lm.module, input_size))) if not pattern else set()
     table = Table(title=f"layers of {lm.label} ({type(lm.module).__name__})", title_justify="left")

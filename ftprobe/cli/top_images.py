@@ -47,6 +47,9 @@ def _k(ctx: click.Context, param: click.Parameter, value: str) -> Any:
               help="Channel score: spatial mean (the study's) or max.")
 @click.option("--arch", multiple=True, metavar="SPEC", help="Architecture of state dicts (torchvision:NAME ...).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow pickled whole modules (runs code from the file).")
+@click.option("--ema", is_flag=True,
+              help="Use the EMA weights of checkpoints that hold two sets (timm's state_dict_ema, torchvision's "
+                   "model_ema); without it, the training weights.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Use a seeded random subset of N images.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -59,7 +62,7 @@ def _k(ctx: click.Context, param: click.Parameter, value: str) -> Any:
 @click.option("--json", "json_path", metavar="PATH", help="Also save the run's results.json here.")
 @click.pass_obj
 def top_images(app: App, base: str, tuned: str, layer: str, channels: list[int], data: str, out_path: str, k: Any,
-               show: int, score: str, arch: tuple[str, ...], trust_checkpoint: bool, batch_size: int,
+               show: int, score: str, arch: tuple[str, ...], trust_checkpoint: bool, ema: bool, batch_size: int,
                limit: int | None, seed: int, device: str, preprocess: str, size: int | None, workers: int,
                json_path: str | None) -> None:
     """Run a top-k comparison of BASE and TUNED on one layer over --data, then draw, for each of --channels, its
@@ -74,7 +77,7 @@ def top_images(app: App, base: str, tuned: str, layer: str, channels: list[int],
     result = compare(
         base, tuned, layers=[layer], data=data, metrics="topk_overlap",
         options={"topk_overlap": {"k": k, "score": score}},
-        arch=None if not arch else (arch[0] if len(arch) == 1 else list(arch)), trust=trust_checkpoint,
+        arch=None if not arch else (arch[0] if len(arch) == 1 else list(arch)), trust=trust_checkpoint, ema=ema or None,
         batch_size=batch_size, limit=limit, seed=seed, device=device, preprocess=preprocess, size=size,
         workers=workers, notice=app.notice,
     )

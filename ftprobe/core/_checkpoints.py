@@ -232,7 +232,8 @@ def extract_state_dict(path: Path, obj: Mapping[str, Any], ema: bool | None = No
             keys = ", ".join(repr(k) for k in list(obj)[:10]) if not _is_tensor_dict(obj) else "tensors only"
             raise CheckpointError(
                 f"--ema (ema=True) asks for the EMA weights, but {path} holds no EMA set (ftprobe looks for "
-                f"{' or '.join(map(repr, EMA_KEYS))}; the file has {keys}). Drop --ema to load its weights."
+                f"{' or '.join(map(repr, EMA_KEYS))}; the file has {keys}). Drop --ema to load its weights (--ema "
+                "applies to every checkpoint given; in Python, ema=[False, True] chooses per model)."
             )
         notes: list[str] = [f"EMA weights read from the checkpoint's {ema_entry!r} entry (--ema)."]
         return Extracted(_ema_state_dict(obj[ema_entry], notes), meta, notes, ema_entry, "ema", ema_entry)

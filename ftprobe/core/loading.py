@@ -178,6 +178,11 @@ def load_model(
         CheckpointError: Missing or unreadable file, untrusted pickle, no or wrong architecture, unknown spec, no EMA
             set with ``ema=True``, a folder in no known format.
     """
+    if isinstance(source, torch.jit.ScriptModule):
+        raise CheckpointError(
+            f"{type(source).__name__} is a TorchScript module. {SCRIPT_HELP} Pass the nn.Module it was scripted from, "
+            "or its state_dict saved with torch.save and loaded with arch=."
+        )
     if isinstance(source, nn.Module):
         _refuse_ema(ema, "a module object")
         return LoadedModel(source, label or type(source).__name__, "<module>", "module")
@@ -222,7 +227,7 @@ def _refuse_ema(ema: bool | None, what: str) -> None:
     if ema:
         raise CheckpointError(
             f"--ema (ema=True) selects the EMA weights inside a checkpoint, but {what} has no EMA set. Drop --ema "
-            "for it."
+            "(it applies to every checkpoint given; in Python, ema=[False, True] chooses per model)."
         )
 
 
@@ -371,15 +376,31 @@ def _load_safetensors_file(req: LoadRequest) -> LoadedModel:
                             weights="training", **req.provenance())
 
 
+#: Why a TorchScript module cannot be compared as it is.
+SCRIPT_HELP = (
+    "ftprobe reads layers with forward hooks, which TorchScript modules do not support, so it cannot compare one "
+    "as it is."
+)
+
+
 def _load_torchscript(req: LoadRequest) -> LoadedModel:
+    """A TorchScript archive's weights, loaded into ``--arch`` (its own module cannot be hooked)."""
     _refuse_ema(req.ema, f"the TorchScript archive {req.path}")
+    if req.arch is None:
+        raise CheckpointError(
+            f"{req.path} is a TorchScript archive. {SCRIPT_HELP} Pass the architecture it was scripted or traced "
+            "from, --arch torchvision:NAME or --arch timm:NAME (arch= in Python): ftprobe then loads the archive's "
+            "weights into that architecture."
+        )
     with warnings.catch_warnings():  # torch.jit is deprecated; it still loads existing archives
         warnings.simplefilter("ignore", FutureWarning)
         try:
             module = torch.jit.load(str(req.path), map_location=req.map_location)
         except Exception as exc:
             raise not_checkpoint(req.path, f"unreadable TorchScript archive: {exc}") from exc
-    return LoadedModel(module, kind="torchscript", format="TorchScript", **req.provenance())
+    notes = [f"Weights read from the TorchScript archive into {req.arch} (TorchScript modules cannot be hooked)."]
+    return _from_state_dict(dict(module.state_dict()), None, notes, req.arch, req.map_location, kind="torchscript",
+                            format="TorchScript", weights="training", **req.provenance())
 
 
 def _framework(obj: Mapping[str, Any]) -> str | None:

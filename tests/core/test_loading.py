@@ -327,17 +327,21 @@ def test_shape_mismatch_is_listed(tmp_path: Path, resnet_sd: dict[str, torch.Ten
 # --- other formats and bad files -------------------------------------------------------------------------------------
 
 
-def test_torchscript_round_trip(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2)).eval()
-    x = torch.randn(2, 3, 8, 8)
-    expected = model(x)
+def test_torchscript_archive_loads_its_weights_into_the_arch(tmp_path: Path) -> None:
+    model = _seeded_resnet(num_classes=7).eval()
+    x = torch.randn(2, 3, 32, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.script(model).save(str(tmp_path / "m.ts"))
-    lm = load_model(tmp_path / "m.ts")
-    assert (lm.kind, lm.label, lm.arch) == ("torchscript", "m", None)
-    torch.testing.assert_close(lm.module(x), expected, rtol=0, atol=0)
+        scripted = torch.jit.script(model)
+    scripted.save(str(tmp_path / "m.ts"))
+    with pytest.raises(CheckpointError, match=r"TorchScript archive.*forward hooks.*--arch torchvision:NAME"):
+        load_model(tmp_path / "m.ts")
+    with pytest.raises(CheckpointError, match=r"TorchScript module.*nn.Module it was scripted from"):
+        load_model(scripted)
+    lm = load_model(tmp_path / "m.ts", arch=RESNET)
+    assert (lm.kind, lm.label, lm.arch, lm.format) == ("torchscript", "m", RESNET, "TorchScript")
+    assert isinstance(lm.module, torchvision.models.ResNet) and lm.head["num_classes"] == 7
+    torch.testing.assert_close(lm.module.eval()(x), model(x), rtol=0, atol=0)
 
 
 def test_sha256_is_recorded(resnet_file: Path) -> None:
