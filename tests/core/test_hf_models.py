@@ -294,3 +294,18 @@ def test_cli_top_images_takes_folders_at_the_config_size(tmp_path, image_folder,
     assert out.stat().st_size > 0
     preprocess = json.loads((tmp_path / "results.json").read_text())["data"]["preprocess"]
     assert preprocess["size"] == 32  # the config's image_size, not the 224 of models without one
+
+
+def test_a_layer_that_returns_a_model_output_is_captured(vit_pair, image_folder):
+    """``vit`` (the ViTModel inside) returns a ModelOutput: its first tensor, last_hidden_state, is the activation."""
+    root, base, _ = vit_pair
+    with torch.no_grad():
+        inner = base.vit(torch.zeros(1, 3, 32, 32))
+    assert isinstance(inner, transformers.utils.ModelOutput)
+    shapes = {i.name: i.shape for i in list_layers(load_model(root / "base").module)}
+    assert shapes["vit"] == tuple(inner.last_hidden_state.shape[1:]) == (17, 32)
+    assert shapes["classifier"] == (3,)  # the logits
+    result = ftprobe.compare(root / "base", root / "tuned", layers=["vit", "classifier"], data=image_folder,
+                             metrics="cka", device="cpu", batch_size=6)
+    cka = {v.layer: float(v.scalars["cka"]) for v in result.values if "cka" in v.scalars}
+    assert set(cka) == {"vit", "classifier"} and all(0.0 < c <= 1.0 + 1e-9 for c in cka.values())
