@@ -129,13 +129,50 @@ def select_metrics(
         opts.update(explicit_opts.get(name, {}))
         _check_options(name, cls, opts)
         spec = specs[name]
-        requests.append(MetricRequest(name, cls, opts, spec.provider, spec.version))
+        requests.append(MetricRequest(name, cls, opts, spec.provider, spec.version, explicit=explicit))
     if not requests:
         raise MetricNeedsError(
             "no metric can run with what was given: " + "; ".join(s["reason"] for s in skipped)
             if skipped else "no metric selected"
         )
     return requests, skipped
+
+
+def _as_list(layers: str | Sequence[str] | None) -> list[str]:
+    if layers is None:
+        return []
+    return [layers] if isinstance(layers, str) else [str(x) for x in layers]
+
+
+def _layer_map(layers: Any, tuned_layers: Any) -> dict[str, list[str]]:
+    """``layers`` / ``tuned_layers`` as ``{"base": [...], "tuned": [...], label: [...]}`` (empty lists left out)."""
+    if isinstance(layers, Mapping):
+        out = {str(k): _as_list(v) for k, v in layers.items()}
+    else:
+        out = {"base": _as_list(layers)}
+    if tuned_layers is not None:
+        if "tuned" in out:
+            raise FtprobeError("the tuned models' layers were given twice (tuned_layers= and layers={'tuned': ...}); "
+                               "give them once")
+        out["tuned"] = _as_list(tuned_layers)
+    return {k: v for k, v in out.items() if v}
+
+
+def _layers_per_model(
+    layer_map: Mapping[str, list[str]], labels: Sequence[str]
+) -> tuple[list[str], dict[int, list[str]]]:
+    """The base's layer specs and, per tuned model index, its own (from ``"tuned"`` or its label)."""
+    unknown = [k for k in layer_map if k not in ("base", "tuned", *labels)]
+    if unknown:
+        raise FtprobeError(f"layers were given for {unknown[0]!r}, which is no model here; use 'base', 'tuned' or a "
+                           f"model label ({', '.join(labels)})")
+    base = layer_map.get(labels[0], layer_map.get("base", []))
+    per_model = {}
+    for i, label in enumerate(labels[1:], start=1):
+        own = layer_map.get(label, layer_map.get("tuned"))
+        if own:
+            per_model[i] = own
+    return base, per_model
 
 
 def _unique_labels(labels: list[str]) -> list[str]:
@@ -154,7 +191,8 @@ def _unique_labels(labels: list[str]) -> list[str]:
 def compare(
     base: Any,
     *tuned: Any,
-    layers: str | Sequence[str] | None = None,
+    layers: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+    tuned_layers: str | Sequence[str] | None = None,
     data: Any = None,
     metrics: MetricsArg = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -186,7 +224,12 @@ def compare(
     Args:
         base, *tuned: ``nn.Module`` objects, specs (``"torchvision:googlenet"``, ``"timm:resnet18"``) or checkpoint
             paths. A single list/tuple after ``base`` is accepted too.
-        layers: names, globs (``"inception4*"``) or aliases (``"mixed4d"``); ``None``: the natural blocks.
+        layers: names, globs (``"inception4*"``) or aliases (``"mixed4d"``); ``None``: the natural blocks. A mapping
+            gives each model its own list: keys ``"base"``, ``"tuned"`` (every tuned model) or a model's label.
+        tuned_layers: the tuned models' layers when they differ from the base's (another architecture, e.g.
+            ``layers=["layer4"], tuned_layers=["blocks.11"]``). Lists of equal length pair layer i with layer i; any
+            lengths give ``cka``'s cross-layer matrix (base layers × tuned layers). Without it, a tuned model of
+            another architecture takes its own natural layers when ``layers`` is None, else it is an error.
         data: an image folder, a CSV, a ``DataLoader``, a ``Dataset`` or any iterable of ``(images, labels)``.
         metrics: ``None`` (every installed metric whose needs are met), ``"cka,weight*"``, a list, or a mapping
             name → options.
@@ -215,8 +258,7 @@ def compare(
         tuned = tuple(tuned[0])
     sources = [base, *tuned]
     pair_idx = make_pairs(len(sources), pairs)
-    if isinstance(layers, str):
-        layers = [layers]
+    layer_map = _layer_map(layers, tuned_layers)
     archs = list(arch) if isinstance(arch, (list, tuple)) else [arch] * len(sources)
     if len(archs) != len(sources):
         raise FtprobeError(f"--arch was given {len(archs)} times for {len(sources)} models; give one, or one each")
@@ -275,7 +317,8 @@ def compare(
         multilabel=bool(src and src.multilabel),
         classes=tuple(src.classes) if src else (),
     )
-    engine = Engine(entries, pair_idx, list(layers or []), requests, device=dev,
+    base_layers, per_model = _layers_per_model(layer_map, [e.label for e in entries])
+    engine = Engine(entries, pair_idx, base_layers, requests, tuned_layers=per_model, device=dev,
                     input_size=input_size or (src.image_size() or size if src is not None else None), notice=notice)
     try:
         engine.prepare(ctx)
@@ -284,6 +327,8 @@ def compare(
         if checkpoint is not None:
             job = {"models": [{k: e.info.get(k) for k in ("source", "sha256", "arch")} for e in entries],
                    "pairs": pair_idx, "layers": [r.name for r in engine.layers],
+                   **({"model_layers": [[r.name for r in res] for res in engine.model_layers]}
+                      if engine.tuned_specs else {}),
                    "metrics": [(r.name, r.options) for r in requests], "data": data_info,
                    "batch_size": batch_size, "world": dist_info.world}
             ckpt = Checkpointer(Path(checkpoint), checkpoint_every, fingerprint(job), dist_info.rank)
@@ -315,7 +360,7 @@ def compare(
         result = engine.result(
             stats,
             data=data_info,
-            skipped_metrics=skipped,
+            skipped_metrics=skipped + engine.skipped,
             run={"batch_size": batch_size, "limit": limit, "seed": seed, "pairs": pairs, "started_at": started_at,
                  "argv": list(argv) if argv is not None else None,
                  "versions": _versions()},

@@ -152,9 +152,15 @@ def load_transformers(path: Path, map_location: str | torch.device, label: str |
     ignored = sorted(p.name for p in path.iterdir() if p.is_file() and not _MODEL_FILES.match(p.name))
     if ignored:
         notes.append(f"not model weights, ignored: {', '.join(ignored[:8])}.")
+    if (path / "trainer_state.json").is_file():
+        fmt = "Trainer checkpoint folder"
+    elif (path / "training_args.bin").is_file():
+        fmt = "Trainer.save_model folder"
+    else:
+        fmt = "transformers save_pretrained folder" + (" (sharded)" if index else "")
     return LoadedModel(
         module, label or path.name, where, "transformers", arch=f"transformers:{type(module).__name__}",
-        sha256=folder_sha256(path), notes=notes,
+        sha256=folder_sha256(path), notes=notes, format=fmt, weights="training",
     )
 
 
@@ -188,7 +194,7 @@ def load_hub(text: str, map_location: str | torch.device, label: str | None) -> 
     notes = [f"{note}; loaded with {type(module).__name__}.from_pretrained({name!r})."]
     return LoadedModel(
         module, label or name.rsplit("/", 1)[-1], f"{HF_PREFIX}{name}", "transformers",
-        arch=f"transformers:{type(module).__name__}", notes=notes,
+        arch=f"transformers:{type(module).__name__}", notes=notes, format="Hugging Face hub", weights="pretrained",
     )
 
 

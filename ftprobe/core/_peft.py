@@ -256,6 +256,7 @@ def load_adapter(
     return LoadedModel(
         merged, label or path.stem, str(path.resolve()), "peft", arch=base.arch, arch_kwargs=dict(base.arch_kwargs),
         sha256=digest, head=base.head, notes=notes + [f"base: {n}" for n in base.notes],
+        format="PEFT adapter folder" if sd is None else "PEFT LoRA state dict", weights="training",
     )
 
 

@@ -95,6 +95,7 @@ def test_save_pretrained_folder_loads_offline_and_weight_l2_matches(vit_pair, tm
         assert len(shards) > 1 and (folder / "model.safetensors.index.json").is_file()
     lm = load_model(folder)
     assert (lm.kind, lm.label, lm.arch) == ("transformers", "tuned", "transformers:ViTForImageClassification")
+    assert lm.format == "transformers save_pretrained folder" + (" (sharded)" if how == "sharded" else "")
     assert type(lm.module) is transformers.ViTForImageClassification
     assert "ViTForImageClassification" in lm.notes[0] and "local_files_only" in lm.notes[0]
     assert lm.sha256 is not None and len(lm.sha256) == 64
@@ -152,6 +153,7 @@ def test_trainer_folders_load_and_weight_l2_matches(trainer_run, which):
         assert {"optimizer.pt", "scheduler.pt", "rng_state.pth"} <= {p.name for p in folder.iterdir()}
     lm = load_model(folder)
     assert lm.kind == "transformers"
+    assert lm.format == ("Trainer.save_model folder" if which == "final" else "Trainer checkpoint folder")
     assert_state_equal(lm.module, trained)  # the last checkpoint holds the trained weights
     ignored = next(n for n in lm.notes if n.startswith("not model weights"))
     assert "training_args.bin" in ignored

@@ -101,6 +101,7 @@ def test_conv_rslora_adapter_delta_is_scale_b_a(tv_adapter, which):
     root, base, model = tv_adapter
     lm = load_model(root / which, base=load_model(root / "base.safetensors"))
     assert lm.kind == "peft" and type(lm.module) is type(base)
+    assert lm.format == ("PEFT adapter folder" if which == "adapter" else "PEFT LoRA state dict")
     assert [n for n, _ in lm.module.named_modules()] == [n for n, _ in base.named_modules()]  # base's names
     assert "r=4, lora_alpha=8, rslora=True" in lm.notes[0] and "scale 4 " in lm.notes[0]  # 8 / sqrt(4)
     assert "merge_and_unload" in lm.notes[0] and "modules_to_save (trained in full): fc" in lm.notes[0]
