@@ -20,7 +20,11 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
 @click.argument("base")
 @click.argument("tuned", nargs=-1, required=True)
 @click.option("--layers", "-l", multiple=True, metavar="NAME",
-              help="Layer name, glob or alias (repeatable), e.g. mixed4d or 'inception4*'. Default: natural blocks.")
+              help="Layer name, glob or alias (repeatable), e.g. mixed4d or 'inception4*'. Default: natural blocks. "
+                   "base=NAME, tuned=NAME or LABEL=NAME give one model's layers.")
+@click.option("--tuned-layers", multiple=True, metavar="NAME",
+              help="The tuned models' layers when they differ from --layers (another architecture, e.g. a ViT's "
+                   "blocks.11): lists of equal length pair layer i with layer i; CKA gives the base × tuned matrix.")
 @click.option("--metrics", "-m", metavar="NAMES", help="Comma-separated metric names or globs (default: all).")
 @click.option("--data", "-d", metavar="PATH", help="Image folder (class sub-folders = labels) or CSV of path,label.")
 @click.option("--pairs", type=click.Choice(["first", "all"]), default="first", show_default=True,
@@ -60,7 +64,8 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
 @click.option("--out", "out_dir", metavar="DIR", default="ftprobe-out", show_default=True,
               help="Folder for results.json, figures/ and report.html (and checkpoint.pt).")
 @click.pass_obj
-def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...], metrics: str | None,
+def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...], tuned_layers: tuple[str, ...],
+            metrics: str | None,
             data: str | None, pairs: str, arch: tuple[str, ...], trust_checkpoint: bool, ema: bool,
             batch_size: int,
             limit: int | None, seed: int, device: str, preprocess: str, size: int | None, input_size: int | None,
@@ -111,7 +116,8 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
     callbacks: dict[str, Any] = {"advance": lambda n: None}
     try:
         result = run_compare(
-            base, *tuned, layers=list(layers) or None, data=data, metrics=metrics, options=options, pairs=pairs,
+            base, *tuned, layers=_layers_arg(layers, tuned_layers), tuned_layers=list(tuned_layers) or None,
+            data=data, metrics=metrics, options=options, pairs=pairs,
             arch=arch_arg, trust=trust_checkpoint, ema=ema or None, batch_size=batch_size, limit=limit, seed=seed,
             device=device,
             preprocess=preprocess, size=size, input_size=input_size, workers=_workers(workers, device),
@@ -142,6 +148,25 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
             app.info(f"results, figures and report written to {Path(out_dir)} (open {html})")
     if result.run.get("interrupted"):
         raise SystemExit(130)
+
+
+def _layers_arg(layers: tuple[str, ...], tuned_layers: tuple[str, ...]) -> Any:
+    """``--layers`` as the API takes it: a list, or ``{"base": [...], "tuned": [...], LABEL: [...]}`` when items carry
+    a ``base=`` / ``tuned=`` / ``LABEL=`` prefix (module paths never hold ``=``)."""
+    if not any("=" in item for item in layers):
+        return list(layers) or None
+    out: dict[str, list[str]] = {}
+    for item in layers:
+        who, eq, name = item.rpartition("=")
+        who = who if eq else "base"
+        if not name or (eq and not who):
+            raise click.BadParameter(f"{item!r} is not NAME or MODEL=NAME (base=layer4, tuned=blocks.11)",
+                                     param_hint="--layers")
+        out.setdefault(who, []).append(name)
+    if tuned_layers and "tuned" in out:
+        raise click.BadParameter("the tuned layers are given twice: use --tuned-layers or --layers tuned=NAME",
+                                 param_hint="--tuned-layers")
+    return out
 
 
 def _argv() -> list[str]:

@@ -6,6 +6,7 @@ Everything that can fail because of user input fails in :meth:`Engine.prepare`, 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import ExitStack
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from .capture import Capture, LayerPlan, evaluating, split_call
 from .checkpoint import Checkpointer
-from .errors import DataError, ModelMismatch
+from .errors import DataError, FtprobeError, MetricNeedsError, ModelMismatch
 from .layers import LayerInfo, ResolvedLayer, natural_layers, probe, resolve_layers
 from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep, state_to
 from .results import Result, Value, split_values
@@ -45,6 +46,7 @@ class MetricRequest:
     options: dict[str, Any] = field(default_factory=dict)
     provider: str = ""
     version: str = ""
+    explicit: bool = False  # named by the user (not reached by default or a glob): refusing it stops the run
 
 
 @dataclass
@@ -71,6 +73,26 @@ def _sync_free_count(t: Tensor) -> Tensor:
     return (~torch.isfinite(t)).sum()
 
 
+def module_tree(model: nn.Module) -> tuple[tuple[str, str], ...]:
+    """A model's architecture as ftprobe compares it: every module path with its class name (not the shapes, so a
+    replaced head or another width is the same tree)."""
+    return tuple((n, type(m).__name__) for n, m in model.named_modules())
+
+
+def _is_head_layer(entry: ModelEntry, name: str, shape: tuple[int, ...] | None) -> bool:
+    """Whether ``name`` is (inside) a classification head: the head the loader reported as replaced, or a layer with
+    one vector per image that is or holds an ``nn.Linear`` (a head replaced in code)."""
+    path = split_call(name)[0]
+    head = entry.info.get("head") or {}
+    for h in [head.get("module"), *head.get("modules", [])]:
+        if h and (path == h or path.startswith(h + ".")):
+            return True
+    if shape is None or sum(d > 1 for d in shape) > 1:
+        return False
+    module = dict(entry.module.named_modules()).get(path)
+    return module is not None and any(isinstance(m, nn.Linear) for m in module.modules())
+
+
 class Engine:
     """Plan and run a comparison.
 
@@ -79,8 +101,17 @@ class Engine:
         pairs: index pairs into ``models`` (base, tuned).
         layers: what the user typed (names, globs, aliases); empty → the architecture's natural layers.
         metrics: the metrics to run (their needs are assumed met; see :func:`ftprobe.compare`).
+        tuned_layers: model index (1, 2 ...) → that model's own layer specs, for models of another architecture (or
+            other layers of the same one). A model without an entry takes ``layers`` when its module tree is the
+            base's, else its own natural layers (when ``layers`` is empty) or an error asking for its layers.
         device: where models and metric states live.
         input_size: the image size of the probe forward (None: the model's default, else 224).
+
+    Layer lists of equal length pair layer i of one model with layer i of the other: layerwise metrics run on those
+    pairs, under the base's (model 0's) names. Lists of different lengths are not paired: only metrics that see all
+    layers at once and compare whole representations (``pairs_units = False``, e.g. ``cka``'s cross-layer matrix)
+    run; they receive each model's layers under its own names. A metric with ``pairs_units = True`` (the default)
+    runs only on pairs of the same architecture compared on the same layers.
     """
 
     def __init__(
@@ -90,6 +121,7 @@ class Engine:
         layers: Sequence[str],
         metrics: Sequence[MetricRequest],
         *,
+        tuned_layers: Mapping[int, Sequence[str]] | None = None,
         device: torch.device | str = "cpu",
         input_size: int | None = None,
         notice: Notice | None = None,
@@ -97,16 +129,23 @@ class Engine:
         self.models = list(models)
         self.pairs = list(pairs)
         self.layer_specs = list(layers)
+        self.tuned_specs = {int(m): list(s) for m, s in (tuned_layers or {}).items() if s}
         self.requests = list(metrics)
         self.device = torch.device(device)
         self.input_size = input_size
         self.notice = notice or (lambda msg: None)
-        self.layers: list[ResolvedLayer] = []
-        self.names: list[dict[str, str]] = []  # per model: canonical (base) layer name -> that model's name
+        self.layers: list[ResolvedLayer] = []  # the base's (model 0's)
+        self.model_layers: list[list[ResolvedLayer]] = []  # every model's, in its own names
+        self.paired = True  # every model has as many layers as the base: layer i pairs with layer i
+        self.names: list[dict[str, str]] = []  # per model: layer key (the base's name when paired) -> its own name
         self.slots: list[_Slot] = []
         self.notes: dict[str, list[str]] = {}
         self.warnings: list[str] = []
+        self.skipped: list[dict[str, str]] = []  # metrics left out because the models cannot be paired unit by unit
         self._infos: list[list[LayerInfo]] = []
+        self._trees: list[tuple[tuple[str, str], ...]] = []
+        self._units: dict[tuple[int, int], bool] = {}  # pair -> same architecture, same layers
+        self._widths_differ: dict[tuple[int, int], list[str]] = {}  # pair -> layer keys of another shape (heads)
 
     # -- planning -------------------------------------------------------------------------------------------------
     def prepare(self, data_ctx: RunContext | None = None) -> None:
@@ -114,44 +153,158 @@ class Engine:
         for entry in self.models:
             entry.module.to(self.device)
         self._infos = [probe(e.module, self.input_size, self.device) for e in self.models]
-        base = self.models[0]
-        specs = self.layer_specs or natural_layers(base.module, self._infos[0])
-        if not specs:
-            raise ModelMismatch(f"no natural layers known for {type(base.module).__name__}; pass --layers")
-        if not self.layer_specs:
-            self.notice("layers not given; using the natural blocks: " + ", ".join(specs))
-        resolved = [resolve_layers(e.module, specs, infos, label=e.label) for e, infos in zip(self.models, self._infos)]
-        self.layers = resolved[0]
-        for entry, res in zip(self.models[1:], resolved[1:]):
-            if len(res) != len(self.layers):
+        self._trees = [module_tree(e.module) for e in self.models]
+        self.model_layers = []
+        for m in range(len(self.models)):  # the base first: a tuned model's error message quotes its layers
+            self.model_layers.append(self._resolve(m))
+            self.layers = self.model_layers[0]
+        self.paired = all(len(res) == len(self.layers) for res in self.model_layers)
+        if self.paired:
+            self.names = [{a.name: b.name for a, b in zip(self.layers, res)} for res in self.model_layers]
+        else:
+            self.names = [{r.name: r.name for r in res} for res in self.model_layers]
+            counts = ", ".join(f"{e.label}: {len(r)}" for e, r in zip(self.models, self.model_layers))
+            self.notice(f"the layer lists differ in length ({counts}), so layers are not paired: only metrics that "
+                        "compare every layer of one model with every layer of the other run (cka: the cross-layer "
+                        "matrix); pass lists of equal length to pair layer i with layer i")
+        for pair in self.pairs:
+            self._check_pair(*pair)
+        self._select_metrics()
+        self._build_slots(data_ctx or RunContext())
+
+    def _resolve(self, m: int) -> list[ResolvedLayer]:
+        """Model ``m``'s layers: its own specs, the base's (same architecture), or its natural layers."""
+        entry, infos = self.models[m], self._infos[m]
+        other_arch = m > 0 and self._trees[m] != self._trees[0]
+        if m in self.tuned_specs:
+            specs = self.tuned_specs[m]
+        elif other_arch and self.layer_specs:
+            raise ModelMismatch(self._other_arch_message(m))
+        elif other_arch or not self.layer_specs:
+            specs = natural_layers(entry.module, infos)
+            if not specs:
+                flag = "--tuned-layers" if m else "--layers"
+                raise ModelMismatch(f"no natural layers known for {type(entry.module).__name__} ({entry.label}); "
+                                    f"pass {flag}")
+            if m == 0:
+                self.notice("layers not given; using the natural blocks: " + ", ".join(specs))
+            elif other_arch:
+                self.notice(f"{entry.label} ({type(entry.module).__name__}) is another architecture than "
+                            f"{self.models[0].label} (its module tree differs); using its natural blocks: "
+                            + ", ".join(specs))
+        else:
+            specs = self.layer_specs
+        return resolve_layers(entry.module, specs, infos, label=entry.label)
+
+    def _other_arch_message(self, m: int) -> str:
+        base, entry = self.models[0], self.models[m]
+        fix = (f"to compare different architectures, name {entry.label}'s layers too: --layers for the base and "
+               "--tuned-layers for the tuned models (tuned_layers= in Python); `ftprobe layers MODEL` lists them")
+        try:
+            mine = resolve_layers(entry.module, self.layer_specs, self._infos[m], label=entry.label)
+        except FtprobeError as exc:
+            return f"{exc} {entry.label} has another architecture than {base.label}: {fix}"
+        for a, b in zip(self.layers, mine):
+            if a.shape != b.shape:
+                return (f"layer {a.name!r} has output shape {a.shape} in {base.label} but {b.shape} in {entry.label}: "
+                        f"the models differ in architecture (their module trees differ); {fix}")
+        mine_paths = dict(self._trees[m])
+        odd = next((p for p, t in self._trees[0] if mine_paths.get(p) != t), None)
+        odd = odd or next(p for p, _ in self._trees[m] if p not in dict(self._trees[0]))
+        return (f"{entry.label} has another architecture than {base.label} (their module trees differ, e.g. at "
+                f"{odd!r}); {fix}, the same names if you mean them: --tuned-layers {' '.join(self.layer_specs)}")
+
+    def _check_pair(self, b: int, t: int) -> None:
+        """Whether a pair's units correspond one to one; refuse shapes that differ where no head explains it."""
+        mb, mt = self.models[b], self.models[t]
+        shapes = [{r.name: r.shape for r in self.model_layers[i]} for i in (b, t)]
+        units = self.paired and self._trees[b] == self._trees[t] and self.names[b] == self.names[t]
+        differ = []
+        if self.paired:
+            for key in self.names[0]:
+                nb, nt = self.names[b][key], self.names[t][key]
+                if shapes[0][nb] != shapes[1][nt]:
+                    differ.append(key)
+        chosen_layers = b in self.tuned_specs or t in self.tuned_specs or self._trees[b] != self._trees[t]
+        needs_acts = any(Need.ACTIVATIONS in r.cls.needs for r in self.requests)
+        for key in differ if units else []:
+            nb, nt = self.names[b][key], self.names[t][key]
+            what = (f"layer {key!r} has output shape {shapes[0][nb]} in {mb.label} but {shapes[1][nt]} in "
+                    f"{mt.label}")
+            heads = _is_head_layer(mb, nb, shapes[0][nb]) and _is_head_layer(mt, nt, shapes[1][nt])
+            if not needs_acts or heads:
+                self.notice(f"{what}: a replaced head, compared by the metrics that allow other widths (cka); "
+                            "metrics that pair channels leave it out" if needs_acts and heads else
+                            f"{what}: weight metrics only (a replaced head is reported as replaced)")
+            elif not chosen_layers:
                 raise ModelMismatch(
-                    f"{entry.label} resolves {specs} to {len(res)} layers but {base.label} to {len(self.layers)}: "
-                    "the architectures differ; compare models of the same architecture"
+                    f"{what} (as {nt!r}); the models differ in architecture or input size. To compare different "
+                    "architectures on purpose, name the tuned model's layers with --tuned-layers (tuned_layers=)"
                 )
-            needs_acts = any(Need.ACTIVATIONS in r.cls.needs for r in self.requests)
-            for a, b in zip(self.layers, res):
-                if a.shape != b.shape and not needs_acts:
-                    self.notice(f"layer {a.name!r} has output shape {a.shape} in {base.label} but {b.shape} in "
-                                f"{entry.label}: weight metrics only (a replaced head is reported as replaced)")
-                elif a.shape != b.shape:
-                    raise ModelMismatch(
-                        f"layer {a.name!r} has output shape {a.shape} in {base.label} but {b.shape} in "
-                        f"{entry.label} (as {b.name!r}); the models differ in architecture or input size"
-                    )
-        self.names = [{a.name: b.name for a, b in zip(self.layers, res)} for res in resolved]
-        ctx = data_ctx or RunContext()
-        ctx = RunContext(
-            layers=tuple(r.name for r in self.layers),
-            shapes={r.name: _channels_first_shape(r.shape, r.layout) for r in self.layers},
-            batch_size=ctx.batch_size,
-            num_samples=ctx.num_samples,
-            has_labels=ctx.has_labels,
-            num_classes=ctx.num_classes,
-            multilabel=ctx.multilabel,
-            classes=ctx.classes,
-            device=str(self.device),
+        self._units[(b, t)] = units
+        self._widths_differ[(b, t)] = differ if units else []
+
+    def _cannot_run(self, cls: type[Metric]) -> str | None:
+        """Why a metric cannot run on these models' layers (None: it can)."""
+        if getattr(cls, "pairs_units", True):
+            for b, t in self.pairs:
+                if self._units[(b, t)]:
+                    if not cls.layerwise and Need.WEIGHTS not in cls.needs and self._widths_differ[(b, t)]:
+                        keys = ", ".join(self._widths_differ[(b, t)])
+                        return (f"compares units one to one, and layer(s) {keys} differ in width between "
+                                f"{self.models[b].label} and {self.models[t].label}; leave them out of --layers")
+                    continue
+                mb, mt = self.models[b], self.models[t]
+                why = ("are different architectures" if self._trees[b] != self._trees[t]
+                       else "are compared on different layers")
+                what = "weights" if Need.WEIGHTS in cls.needs else "channels"
+                return (f"pairs {what} one to one, so it needs models of the same architecture compared on the same "
+                        f"layers, and {mb.label} and {mt.label} {why}; metrics of whole representations (cka) run "
+                        "across architectures")
+        if cls.layerwise and not self.paired:
+            counts = " and ".join(str(len(r)) for r in self.model_layers)
+            return (f"compares layer i of one model with layer i of the other, but the layer lists have {counts} "
+                    "layers; pass lists of equal length (--layers / --tuned-layers) to pair them")
+        return None
+
+    def _select_metrics(self) -> None:
+        """Leave out (with a notice) or refuse (when named) the metrics these models cannot be compared with."""
+        kept, reasons = [], []
+        for req in self.requests:
+            reason = self._cannot_run(req.cls)
+            if reason is None:
+                kept.append(req)
+                continue
+            if req.explicit:
+                raise MetricNeedsError(f"metric {req.name!r} cannot run on these models: it {reason}. Leave it out "
+                                       "of --metrics")
+            reasons.append(f"metric {req.name!r} {reason}")
+            self.skipped.append({"metric": req.name, "reason": f"it {reason}"})
+            self.notice(f"skipped metric {req.name!r}: it {reason}")
+        if not kept:
+            raise MetricNeedsError("no metric can run on these models: " + "; ".join(reasons))
+        self.requests = kept
+
+    def _context(self, ctx: RunContext, target: dict[str, Any]) -> RunContext:
+        """The run context of one metric instance: its (pair's base) model's layers and shapes, the tuned model's."""
+        shapes = [{r.name: _channels_first_shape(r.shape, r.layout) for r in res} for res in self.model_layers]
+        if "pair" in target:
+            b, t = target["pair"]
+            units = self._units[(b, t)]
+            tuned = dict(tuned_layers=tuple(self.names[t].values()), tuned_shapes=shapes[t])
+        else:
+            b = target["model"]
+            units = all(self._units[p] for p in self.pairs if b in p)
+            tuned = {}
+        return dataclasses.replace(
+            ctx, layers=tuple(self.names[b]), shapes={k: shapes[b][n] for k, n in self.names[b].items()},
+            units_paired=units, device=str(self.device), **tuned,
         )
-        self._build_slots(ctx)
+
+    def _left_out(self, req: MetricRequest, pair: tuple[int, int], layer: str | None) -> bool:
+        """A layer whose width differs (a replaced head) is left out of activation metrics that pair channels."""
+        return (layer is not None and Need.ACTIVATIONS in req.cls.needs and getattr(req.cls, "pairs_units", True)
+                and layer in self._widths_differ.get(pair, []))
 
     def _build_slots(self, ctx: RunContext) -> None:
         layer_names: list[str | None] = [r.name for r in self.layers]
@@ -160,14 +313,23 @@ class Engine:
             cls = req.cls
             per_layer = layer_names if cls.layerwise else [None]
             if cls.scope == Scope.MODEL and Need.WEIGHTS not in cls.needs:
-                targets = [dict(model=m) for m in in_pairs]
+                targets: list[dict[str, Any]] = [dict(model=m) for m in in_pairs]
             else:
                 targets = [dict(pair=p) for p in self.pairs]
             notes: list[str] = []
-            for target in targets:
+            for pair in self.pairs:
                 for layer in per_layer:
+                    if self._left_out(req, pair, layer):
+                        b, t = (self.models[i].label for i in pair)
+                        notes.append(f"layer {layer!r} left out for {b} → {t}: its width differs between the "
+                                     "models (a replaced head) and this metric pairs channels one to one")
+            for target in targets:
+                tctx = self._context(ctx, target)
+                for layer in per_layer:
+                    if "pair" in target and self._left_out(req, target["pair"], layer):
+                        continue
                     metric = cls(**req.options).to(self.device)
-                    for note in metric.setup(ctx):
+                    for note in metric.setup(tctx):
                         if note not in notes:
                             notes.append(note)
                     self.slots.append(_Slot(req, metric, layer, **target))
@@ -208,18 +370,17 @@ class Engine:
                 continue
             wanted = slot.metric.views()
             users = slot.pair if slot.pair is not None else (slot.model,)
-            layers = [slot.layer] if slot.layer else [r.name for r in self.layers]
             for m in users:
-                for layer in layers:
+                for layer in [slot.layer] if slot.layer else list(self.names[m]):
                     views[m].setdefault(layer, set()).update(wanted)
         info_by_name = [{i.name: i for i in infos} for infos in self._infos]
         plans = []
         for m, per_layer in enumerate(views):
             plan = {}
+            layouts = {r.name: r.layout for r in self.model_layers[m]}  # each model's own rule (a CNN and a ViT)
             for layer, vs in per_layer.items():
                 name = self.names[m][layer]
-                layout = next(r.layout for r in self.layers if r.name == layer)
-                plan[name] = LayerPlan(frozenset(vs), layout, info_by_name[m][name].inplace)
+                plan[name] = LayerPlan(frozenset(vs), layouts[name], info_by_name[m][name].inplace)
             plans.append(plan)
         return plans
 
@@ -406,6 +567,8 @@ class Engine:
                 continue
             for b, t in self.pairs:
                 for layer in [r.name for r in self.layers] if req.cls.layerwise else [None]:
+                    if self._left_out(req, (b, t), layer):
+                        continue
                     sb, st = by_model[(req.name, layer, b)], by_model[(req.name, layer, t)]
                     vals = sb.metric.compare(sb.metric, st.metric)
                     out.extend(self._to_values(req.name, layer, vals, dict(scope="pair", base=labels[b],
@@ -425,13 +588,24 @@ class Engine:
 
     def layer_records(self) -> list[dict[str, Any]]:
         """How each layer name was resolved, for the result's provenance."""
+        def record(r: ResolvedLayer) -> dict[str, Any]:
+            return {"spec": r.spec, "name": r.name, "alias": r.via_alias, "shape": list(r.shape or ()),
+                    "layout": r.layout, "inplace_after": r.inplace}
+
         recs = []
-        for r in self.layers:
-            rec = {"spec": r.spec, "name": r.name, "alias": r.via_alias, "shape": list(r.shape or ()),
-                   "layout": r.layout, "inplace_after": r.inplace}
+        if not self.paired:  # each model's own layers; the tuned models' records say whose they are
+            recs = [record(r) for r in self.layers]
+            for entry, res in zip(self.models[1:], self.model_layers[1:]):
+                recs.extend({**record(r), "model": entry.label} for r in res)
+            return recs
+        for i, r in enumerate(self.layers):
+            rec = record(r)
             per_model = {self.models[m].label: self.names[m][r.name] for m in range(len(self.models))}
             if len(set(per_model.values())) > 1:
                 rec["per_model"] = per_model
+            shapes = {self.models[m].label: list(res[i].shape or ()) for m, res in enumerate(self.model_layers)}
+            if any(s != rec["shape"] for s in shapes.values()):
+                rec["per_model_shape"] = shapes  # a replaced head, or another architecture: channels per model
             recs.append(rec)
         return recs
 

@@ -19,6 +19,16 @@ Layerwise
 Weights
     A metric with ``needs == Need.WEIGHTS`` never sees data: ``update`` receives one :class:`WeightStep` per layer
     with the two modules.
+
+Across architectures
+    ``pairs_units = True`` (default): the metric matches the base's unit i with the tuned model's unit i (channel i,
+    filter i, a weight tensor), which only means something for two models of the same architecture compared on the
+    same layers. The engine runs it only there: on models of different architectures (or different layer lists) it
+    is skipped with a notice, or refused when the user named it; on a layer whose width differs (a replaced head)
+    an activation metric is left out of that layer. ``pairs_units = False``: the metric compares whole
+    representations and accepts layers of different widths (CKA, CCA, Procrustes, k-NN alignment). A non-layerwise
+    one then also sees layer lists of different lengths (``step.base`` and ``step.tuned`` keyed by each model's own
+    names); ``RunContext.tuned_layers`` / ``tuned_shapes`` / ``units_paired`` describe the pair before the pass.
 """
 
 from __future__ import annotations
@@ -169,7 +179,9 @@ class Activation:
 class PairStep:
     """One batch for a pair-scoped metric.
 
-    For a layerwise metric ``base`` and ``tuned`` are :class:`Activation`; otherwise they map layer → Activation.
+    For a layerwise metric ``base`` and ``tuned`` are :class:`Activation`; otherwise they map layer → Activation,
+    both under the base's names when the layers are paired (lists of equal length), under each model's own names
+    when they are not (then only for metrics with ``pairs_units = False``).
     ``index`` is ``(N,)`` int64: the global sample indices (the same samples, in the same order, for both models).
     ``labels`` is ``(N,)`` int64 class indices, or ``(N, K)`` multi-hot for multi-label data, or ``None``.
     """
@@ -183,6 +195,11 @@ class PairStep:
     @property
     def layers(self) -> tuple[str, ...]:
         return (self.layer,) if self.layer is not None else tuple(self.base)
+
+    @property
+    def tuned_layers(self) -> tuple[str, ...]:
+        """The keys of ``tuned``: equal to :attr:`layers` when the layers are paired."""
+        return (self.layer,) if self.layer is not None else tuple(self.tuned)
 
 
 @dataclass(frozen=True)
@@ -217,6 +234,11 @@ class RunContext:
     multilabel: bool = False
     classes: tuple[str, ...] = ()
     device: str = "cpu"
+    # A pair-scoped instance: the tuned model's own layer names (in order, as long as ``layers`` when paired) and
+    # their shapes; empty for a model-scoped instance and in a context built by hand.
+    tuned_layers: tuple[str, ...] = ()
+    tuned_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    units_paired: bool = True  # base unit i is tuned unit i (same architecture, same layers, same widths)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -226,7 +248,8 @@ class RunContext:
 class Metric(ABC):
     """A streaming statistic comparing a fine-tuned model with its base.
 
-    Subclasses set ``name`` (equal to the entry-point name), optionally ``needs``, ``scope``, ``layerwise`` and
+    Subclasses set ``name`` (equal to the entry-point name), optionally ``needs``, ``scope``, ``layerwise``,
+    ``pairs_units`` (see the module docstring: False lets it compare models of different architectures) and
     ``higher_is_more_similar``; declare state in ``__init__`` with :meth:`add_state`; implement :meth:`update` and
     :meth:`compute` (and :meth:`compare` for ``Scope.MODEL``). Options are the keyword arguments of ``__init__``;
     store each one as an attribute of the same name so that :meth:`options` can record it in the result.
@@ -239,6 +262,7 @@ class Metric(ABC):
     needs: ClassVar[Need] = Need.ACTIVATIONS
     scope: ClassVar[Scope] = Scope.PAIR
     layerwise: ClassVar[bool] = True
+    pairs_units: ClassVar[bool] = True  # True (safe default): runs only on models of the same architecture
     higher_is_more_similar: ClassVar[bool | None] = None
     #: What the metric gives when base and tuned are identical, which the contract kit (``ftprobe.testing``) checks
     #: for every installed metric: value key, or a glob of keys such as ``"overlap_mean@*"`` → the number expected

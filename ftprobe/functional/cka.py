@@ -187,10 +187,11 @@ def _kernel_cka_compute(
     """Exact CKA of kept features, per layer and optionally across layers.
 
     Args:
-        xs, ys: ``L`` base / tuned feature matrices ``(N, P_l)`` / ``(N, Q_l)``.
+        xs, ys: ``L`` base / tuned feature matrices ``(N, P_l)`` / ``(N, Q_l)`` (with ``cross``, ``L`` and ``M``:
+            the two models' layer lists may differ in length).
 
     Returns:
-        ``(L,)`` per-layer values, and the ``(L, L)`` cross matrix (base i × tuned j) when ``cross`` else ``None``.
+        ``(L,)`` per-layer values, and the ``(L, M)`` cross matrix (base i × tuned j) when ``cross`` else ``None``.
         The cross matrix stacks the ``2L`` flattened centred Grams ``(2L, N²)`` and takes one product.
     """
     if not cross:
@@ -198,7 +199,7 @@ def _kernel_cka_compute(
     for x, y in zip(xs, ys):
         _check_features(x, y)
     n = xs[0].shape[0]
-    grams = torch.empty(2 * len(xs), n * n, dtype=torch.float64, device=xs[0].device)  # filled row by row
+    grams = torch.empty(len(xs) + len(ys), n * n, dtype=torch.float64, device=xs[0].device)  # filled row by row
     for row, t in enumerate((*xs, *ys)):
         grams[row] = _kernel_gram(t, kernel, debiased, threshold).reshape(-1)
     h = grams @ grams.T

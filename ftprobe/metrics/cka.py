@@ -27,6 +27,7 @@ from ftprobe.functional.cka import (
 __all__ = ["CKA"]
 
 _CHOICES = {"features": ("gap", "flatten"), "estimator": ("exact", "minibatch"), "kernel": ("linear", "rbf")}
+_TUNED = ".tuned."  # state key prefix of a tuned layer when the layers are not paired (no module path starts with .)
 
 
 class CKA(Metric):
@@ -54,7 +55,8 @@ class CKA(Metric):
         kernel: ``"linear"`` or ``"rbf"`` (exact only; bandwidth ``rbf_threshold`` × median distance).
         rbf_threshold: the RBF bandwidth as a fraction of the median pairwise distance.
         debiased: unbiased HSIC in the exact estimator (Kornblith's debiased CKA).
-        cross: also return the matrix of base layer i × tuned layer j (``"*"`` → ``"cka_cross"``).
+        cross: also return the matrix of base layer i × tuned layer j (``"*"`` → ``"cka_cross"``). ``None``
+            (default): on when the two models' layers differ (another architecture, or other layers), else off.
         max_memory_gb: refuse (in ``setup``) a plan whose estimated memory exceeds this.
 
     Too few samples: with 2 samples the centred features are x and −x (one direction), so biased CKA (linear or
@@ -63,7 +65,12 @@ class CKA(Metric):
     beforehand when the data's size is known.
 
     ``compute()`` returns ``{layer: {"cka", "n"[, "note"]}, "*": {estimator, features, kernel, hsic, dtype,
-    layers[, cka_cross] ...}}``.
+    layers[, tuned_layers, cka_cross] ...}}``.
+
+    Models of different architectures: layers of different widths are compared as they are (CKA needs the same
+    samples, not the same units). Two layer lists of equal length are paired (layer i with layer i, per-layer
+    values under the base's names); lists of other lengths are not, and then only ``cka_cross`` (base layers ×
+    ``tuned_layers``, the tuned model's own names) is returned.
 
     Example:
         >>> from ftprobe.core.metric import Activation, PairStep
@@ -81,6 +88,7 @@ class CKA(Metric):
     needs = Need.ACTIVATIONS
     scope = Scope.PAIR
     layerwise = False
+    pairs_units = False  # compares whole representations: any widths, any two architectures
     higher_is_more_similar = True
     identity = {"cka": 1.0}  # identical models, every estimator (NaN with a note when there are too few samples)
 
@@ -91,13 +99,14 @@ class CKA(Metric):
         kernel: str = "linear",
         rbf_threshold: float = 0.5,
         debiased: bool = False,
-        cross: bool = False,
+        cross: bool | None = None,
         max_memory_gb: float = 4.0,
     ) -> None:
         super().__init__()
         self.features, self.estimator, self.kernel = features, estimator, kernel
         self.rbf_threshold, self.debiased, self.cross = rbf_threshold, debiased, cross
         self.max_memory_gb = max_memory_gb
+        self._tuned_names: list[str] | None = None  # the tuned model's own names of paired layers, when they differ
         self._check_options()
         if self._path == "moments":  # {"widths": {layer: (2,)}, "stats": {layer or "*": Moments}}
             self.add_state("moments", {}, reduce=_merge_moments)
@@ -146,18 +155,40 @@ class CKA(Metric):
                 f"cka: estimator='minibatch' needs at least 4 samples per batch (the unbiased HSIC divides by n - 3), "
                 f"but the batch size is {ctx.batch_size}; use a batch size of 4 or more (--batch-size 32), "
                 "or estimator='exact'")
+        notes = []
+        tuned = tuple(ctx.tuned_layers)
+        if (tuned and tuned != tuple(ctx.layers)) or not ctx.units_paired:  # another architecture, or other layers
+            paired = not tuned or len(tuned) == len(ctx.layers)
+            self._tuned_names = list(tuned) if tuned and paired else None
+            if self.cross is None:
+                self.cross = True
+                notes.append("the two models' layers differ, so the full cross-layer matrix (base layers × tuned "
+                             "layers) is computed" + ("" if paired else "; the layer lists are not paired, so there "
+                                                      "are no per-layer values"))
+            elif not self.cross and not paired:
+                raise MetricNeedsError(
+                    f"cka: cross=False asks for per-layer values only, but the layer lists are not paired "
+                    f"({len(ctx.layers)} base and {len(tuned)} tuned layers); drop cross=False (the cross-layer matrix "
+                    "is what CKA gives here) or pass lists of equal length to pair layer i with layer i")
+        if self.cross is None:
+            self.cross = False
         few = _few_samples_note(self, ctx.num_samples, before=True) if ctx.num_samples is not None else ""
-        return [_memory_note(self, ctx), *([few] if few else [])]
+        return [_memory_note(self, ctx), *([few] if few else []), *notes]
 
     # -- streaming ------------------------------------------------------------------------------------------------
     def update(self, step: PairStep) -> None:
-        layers, xs, ys = self._read(step)
+        layers, tuned, xs, ys = self._read(step)
         n = xs[0].shape[0]
         if n == 0:
             return
-        widths = {name: torch.tensor([x.shape[1], y.shape[1]]) for name, x, y in zip(layers, xs, ys)}
+        paired = tuned == layers
+        if paired:
+            widths = {name: torch.tensor([x.shape[1], y.shape[1]]) for name, x, y in zip(layers, xs, ys)}
+        else:  # each model's own layers: the tuned ones under _TUNED keys, which no module path can collide with
+            widths = {**{name: torch.tensor([x.shape[1], 0]) for name, x in zip(layers, xs)},
+                      **{_TUNED + name: torch.tensor([0, y.shape[1]]) for name, y in zip(tuned, ys)}}
         if self._path == "moments":
-            if self.cross:  # one product of all layers concatenated: (N, ΣP) against (N, ΣQ)
+            if self.cross or not paired:  # one product of all layers concatenated: (N, ΣP) against (N, ΣQ)
                 stats = {"*": _linear_cka_update(torch.cat(xs, dim=1), torch.cat(ys, dim=1))}
             else:  # per-layer blocks only: O(Σ C²) memory
                 stats = {name: _linear_cka_update(x, y) for name, x, y in zip(layers, xs, ys)}
@@ -171,21 +202,25 @@ class CKA(Metric):
             counts[at] += n
             counts[at + 1] += 1
             self.counts = counts
-        else:
+        elif paired:
             keep = {name: {"x": [_stored(x)], "y": [_stored(y)]} for name, x, y in zip(layers, xs, ys)}
             self.kept = _merge_kept(self.kept, keep)
+        else:
+            keep = {**{name: {"x": [_stored(x)]} for name, x in zip(layers, xs)},
+                    **{_TUNED + name: {"y": [_stored(y)]} for name, y in zip(tuned, ys)}}
+            self.kept = _merge_kept(self.kept, keep)
 
-    def _read(self, step: PairStep) -> tuple[list[str], list[Tensor], list[Tensor]]:
-        layers = list(step.layers)
+    def _read(self, step: PairStep) -> tuple[list[str], list[str], list[Tensor], list[Tensor]]:
         base = {step.layer: step.base} if isinstance(step.base, Activation) else step.base
         tuned = {step.layer: step.tuned} if isinstance(step.tuned, Activation) else step.tuned
+        layers, tuned_layers = list(base), list(tuned)
         xs = [base[name].view(self.features).detach() for name in layers]
-        ys = [tuned[name].view(self.features).detach() for name in layers]
-        for name, x, y in zip(layers, xs, ys):
-            if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0] or x.shape[0] != xs[0].shape[0]:
+        ys = [tuned[name].view(self.features).detach() for name in tuned_layers]
+        for name, t in [*zip(layers, xs), *zip(tuned_layers, ys)]:
+            if t.dim() != 2 or t.shape[0] != xs[0].shape[0]:
                 raise ValueError(f"cka: view {self.features!r} of layer {name!r} must be (N, C) with the same N for "
-                                 f"both models and all layers; got {tuple(x.shape)} and {tuple(y.shape)}")
-        return layers, xs, ys
+                                 f"both models and all layers; got {tuple(t.shape)} and {tuple(xs[0].shape)}")
+        return layers, tuned_layers, xs, ys
 
     # -- results --------------------------------------------------------------------------------------------------
     def compute(self) -> dict[str, Any]:
@@ -193,6 +228,10 @@ class CKA(Metric):
         meta: dict[str, Any] = {"estimator": self.estimator, "features": self.features, "kernel": self.kernel,
                                 "hsic": _HSIC[self._path if self._path == "minibatch" else self.debiased],
                                 "dtype": "float64"}
+        state = self.moments if self._path == "moments" else self.hsic if self._path == "minibatch" else self.kept
+        keys = list(state.get("widths", state))
+        if any(k.startswith(_TUNED) for k in keys):  # the layers are not paired: only the cross matrix
+            return self._compute_unpaired(meta, keys)
         if self._path == "moments":
             meta["state"] = "streamed centred float64 moments (no features kept)"
             layers, values, ns, matrix, notes = self._compute_moments()
@@ -213,12 +252,38 @@ class CKA(Metric):
             if notes[i]:
                 out[name]["note"] = notes[i]
         meta["layers"] = list(layers)
+        if self._tuned_names is not None and len(self._tuned_names) == len(layers):
+            meta["tuned_layers"] = list(self._tuned_names)  # paired layers of another model: its own names
         if not layers:
             meta["note"] = "no samples were seen; nothing to compute"
         if self.cross and matrix is not None:
             meta["cka_cross"] = matrix  # rows: base layers, columns: tuned layers, in the order of "layers"
         out["*"] = meta
         return out
+
+    def _compute_unpaired(self, meta: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+        """Layers that are not paired (lists of other lengths): the cross-layer matrix, base × tuned, only."""
+        base = [k for k in keys if not k.startswith(_TUNED)]
+        tuned = [k for k in keys if k.startswith(_TUNED)]
+        if self._path == "moments":
+            meta["state"] = "streamed centred float64 moments (no features kept)"
+            m, widths = self.moments["stats"]["*"], self.moments["widths"]
+            wx, wy = [int(widths[k][0]) for k in base], [int(widths[k][1]) for k in tuned]
+            matrix = _linear_cka_matrix_compute(m, wx, wy)
+            n = int(m["n"])
+        elif self._path == "minibatch":
+            layers, _, n, matrix, _ = self._compute_minibatch(meta, split=len(base))
+            n = n[0] if n else 0
+        else:
+            joined = {k: torch.cat(next(iter(self.kept[k].values()))) for k in keys}
+            xs, ys = [joined[k] for k in base], [joined[k] for k in tuned]
+            meta["state"] = f"features of every sample kept in {str(xs[0].dtype).removeprefix('torch.')}"
+            _, matrix = _kernel_cka_compute(xs, ys, self.kernel, self.debiased, self.rbf_threshold, True)
+            n = xs[0].shape[0]
+        meta.update(layers=base, tuned_layers=[k[len(_TUNED):] for k in tuned], cka_cross=matrix, n=n)
+        meta["note"] = (f"the layer lists are not paired ({len(base)} base and {len(tuned)} tuned layers): the "
+                        "cross-layer matrix only (rows: base layers, columns: tuned layers)")
+        return {"*": meta}
 
     def _compute_moments(self) -> tuple[list[str], Tensor, list[int], Tensor | None, list[str]]:
         if not self.moments:
@@ -241,7 +306,8 @@ class CKA(Metric):
                  for v, (cxx, cyy, _, _) in zip(values, blocks)]
         return layers, values, [b[3] for b in blocks], matrix, notes
 
-    def _compute_minibatch(self, meta: dict[str, Any]) -> tuple[list[str], Tensor, list[int], Tensor, list[str]]:
+    def _compute_minibatch(self, meta: dict[str, Any], split: int | None = None
+                           ) -> tuple[list[str], Tensor, list[int], Tensor, list[str]]:
         used, batches, skipped_samples, skipped_batches = (int(c) for c in self.counts)
         meta.update(weighting="each batch's unbiased HSIC weighted by its sample count", batches=batches,
                     batches_skipped=skipped_batches, samples_skipped=skipped_samples)
@@ -251,6 +317,8 @@ class CKA(Metric):
         if not self.hsic:
             return [], torch.zeros(0), [], torch.zeros(0, 0), []
         layers, h = list(self.hsic["widths"]), self.hsic["sum"]
+        if split is not None:  # layers not paired: rows are the first `split` (base) layers, columns the rest
+            return layers, torch.zeros(0), [used], _minibatch_cka_compute(h, split)[1], []
         values, matrix = _minibatch_cka_compute(h, len(layers))
         self_h = h.diagonal()
         notes = [_nan_note(bool(v.isnan()), bool(self_h[i] == 0), bool(self_h[len(layers) + i] == 0), used == 0)
@@ -301,7 +369,7 @@ def _merge_kept(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     if not a or not b:
         return a or b
     _check_same_layers(a, b)
-    return {k: {"x": [*a[k]["x"], *b[k]["x"]], "y": [*a[k]["y"], *b[k]["y"]]} for k in a}
+    return {k: {side: [*a[k][side], *b[k][side]] for side in a[k]} for k in a}  # "x" and "y", or one side
 
 
 def _stored(x: Tensor) -> Tensor:
@@ -381,7 +449,9 @@ def _memory_note(metric: CKA, ctx: RunContext) -> str:
     if not layers or any(w is None for w in widths):
         return f"{metric.estimator}: memory estimate unknown (layer shapes not known before the pass)"
     cs = [int(w) for w in widths if w is not None]
-    total_c = sum(cs)
+    tuned = [_width(ctx.tuned_shapes.get(name), metric.features) for name in ctx.tuned_layers]
+    ct = [int(w) for w in tuned if w is not None] if tuned and None not in tuned else cs  # the tuned model's widths
+    total_c = (sum(cs) + sum(ct)) // 2  # per model, on average: the two models' layers may differ in width
     if path == "moments":
         state = 8 * 3 * total_c**2 if metric.cross else 8 * 3 * sum(c * c for c in cs)
         peak = 8 * 4 * (total_c**2 if metric.cross else max(cs) ** 2)  # the batch's (2C)² product

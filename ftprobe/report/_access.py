@@ -33,7 +33,7 @@ def no_mathtext(fn: F) -> F:
 
 def layer_order(result: Result) -> list[str]:
     """Canonical layer names in the order they were selected, then any other layer a value names (not ``"*"``)."""
-    names = [rec["name"] for rec in result.layers]
+    names = [rec["name"] for rec in result.layers if "model" not in rec]  # a tuned model's own layers: no values
     for v in result.values:
         if v.layer != "*" and v.layer not in names:
             names.append(v.layer)

@@ -265,11 +265,13 @@ def cka_cross(result: Result, out: Path) -> list[Figure]:
         if mat.ndim != 2 or not mat.size:
             continue
         names = [layer_label(result, n) for n in v.arrays.get("layers", [])] or [str(j) for j in range(len(mat))]
-        side = max(4.0, 0.55 * len(names) + 2.5)
+        tuned = v.arrays.get("tuned_layers")  # another architecture: the tuned model's own layer names
+        columns = [str(n) for n in tuned] if tuned else names
+        side = max(4.0, 0.55 * max(len(names), len(columns)) + 2.5)
         fig = MplFigure(figsize=(side + 1.0, side))
         ax = fig.subplots()
         im = ax.imshow(mat, cmap="viridis", vmin=min(0.0, float(np.nanmin(mat))), vmax=max(1.0, float(np.nanmax(mat))))
-        ax.set_xticks(range(mat.shape[1]), names[: mat.shape[1]], rotation=45, ha="right")
+        ax.set_xticks(range(mat.shape[1]), columns[: mat.shape[1]], rotation=45, ha="right")
         ax.set_yticks(range(mat.shape[0]), names[: mat.shape[0]])
         ax.set_xlabel(f"{v.tuned} (tuned) layer")
         ax.set_ylabel(f"{v.base} (base) layer")
@@ -280,8 +282,10 @@ def cka_cross(result: Result, out: Path) -> list[Figure]:
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="CKA")
         ax.set_title(f"Cross-layer CKA, {pair_label(v.base, v.tuned)}")
         path = _save(fig, out / f"cka_cross_pair{i + 1}.png")
+        diagonal = ("the diagonal is the per-layer CKA" if mat.shape[0] == mat.shape[1]
+                    else "the layer lists are not paired, so there is no diagonal")
         figs.append(Figure(path, "cka", f"Cross-layer CKA ({pair_label(v.base, v.tuned)})",
-                           "Rows: base layers; columns: tuned layers; the diagonal is the per-layer CKA."))
+                           f"Rows: base layers; columns: tuned layers; {diagonal}."))
     return figs
 
 

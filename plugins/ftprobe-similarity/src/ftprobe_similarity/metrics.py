@@ -66,6 +66,7 @@ class _MomentMetric(Metric):
     needs = Need.ACTIVATIONS
     scope = Scope.PAIR
     layerwise = True
+    pairs_units = False  # compares two sets of features of any widths: runs on models of different architectures
 
     def __init__(self, features: str = "gap", max_memory_gb: float = 4.0) -> None:
         super().__init__()
@@ -234,6 +235,7 @@ class MutualKNN(Metric):
     needs = Need.ACTIVATIONS
     scope = Scope.PAIR
     layerwise = True
+    pairs_units = False  # compares two sets of features of any widths: runs on models of different architectures
     higher_is_more_similar = True
 
     def __init__(self, k: int = 10, max_samples: int = 2048, features: str = "gap") -> None:
