@@ -198,6 +198,9 @@ def load_model(
     found = _load_hf_or_peft(text, base, map_location, label)
     if found is not None:
         _refuse_ema(ema, text)
+        if arch is not None:
+            why = "its config.json names its class" if found.kind == "transformers" else "it takes its base's"
+            found.notes.append(f"arch {arch!r} is ignored: {why}.")
         return found
     spec = split_spec(text) if folder is None and isinstance(source, str) and not os.path.exists(text) else None
     if spec is not None:

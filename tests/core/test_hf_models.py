@@ -112,7 +112,8 @@ def test_save_pretrained_folder_loads_offline_and_weight_l2_matches(vit_pair, tm
 
 def test_module_names_are_the_loaded_models(vit_pair):
     root, base, _ = vit_pair
-    lm = load_model(root / "base")
+    lm = load_model(root / "base", arch="torchvision:resnet18")  # --arch once for all models reaches folders too
+    assert lm.notes[-1] == "arch 'torchvision:resnet18' is ignored: its config.json names its class."
     assert [n for n, _ in lm.module.named_modules()] == [n for n, _ in base.named_modules()]
     assert lm.describe()["kind"] == "transformers" and lm.describe()["module_class"] == "ViTForImageClassification"
 
