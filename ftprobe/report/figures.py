@@ -33,6 +33,12 @@ from ._access import (
 __all__ = ["Figure", "draw_figures"]
 
 _DPI = 100
+# report.html shows a figure at its own pixel size when it is at most ~1094 px wide (its content box); at 100 dpi the
+# widest figure is then 10.6 in plus the 0.1 in padding of a tight bounding box on each side.
+_PAGE_IN = 10.6
+_SMALL_PT = 8.0  # the smallest text of a figure: 11 CSS px on the page
+_MODULE_IN = 0.19  # room per module tick: a rotated 8 pt label is ~0.13 in thick
+_MARGIN_IN = 1.4  # y label, y tick labels and padding beside an axis
 _MEASURES = ("entropy", "gini")
 
 
@@ -91,8 +97,70 @@ def cka_per_layer(result: Result, out: Path) -> list[Figure]:
     return [Figure(path, "cka", "CKA per layer", "One line per pair; 1 = same representation (up to rotation).")]
 
 
+def module_labels(paths: Sequence[str]) -> list[str]:
+    """Tick labels for module paths: the shortest dotted suffix of each that no other path ends with, and never a
+    bare index (``conv2d0.0``, not ``0``; ``0.attn.qkv`` beside ``1.attn.qkv``)."""
+    parts = [p.split(".") for p in paths]
+    counts: dict[str, int] = {}
+    for comps in parts:
+        for j in range(len(comps)):
+            suffix = ".".join(comps[j:])
+            counts[suffix] = counts.get(suffix, 0) + 1
+    labels = []
+    for path, comps in zip(paths, parts):
+        label = path
+        for j in range(len(comps) - 1, -1, -1):
+            suffix = ".".join(comps[j:])
+            if counts[suffix] == 1 and not (j == len(comps) - 1 and suffix.isdigit()):
+                label = suffix
+                break
+        labels.append(label)
+    return labels
+
+
+def _module_rows(spans: Sequence[tuple[str, int, int]], per_row: int) -> list[tuple[int, int]]:
+    """Split ``[0, n)`` into rows of at most ``per_row`` modules, breaking between layers where one fits."""
+    rows: list[tuple[int, int]] = []
+    start = 0
+    for _, a, z in spans:
+        if z - start > per_row and a > start:
+            rows.append((start, a))
+            start = a
+        while z - start > per_row:  # one layer longer than a row
+            rows.append((start, start + per_row))
+            start += per_row
+    end = spans[-1][2] if spans else 0
+    if end > start:
+        rows.append((start, end))
+    return rows
+
+
+def _text_in(text: str, points: float) -> float:
+    """A generous estimate of the drawn width of ``text`` in inches (DejaVu Sans averages ~0.6 em per character)."""
+    return 0.64 * len(text) * points / 72
+
+
+def _band_labels(ax: object, spans: Sequence[tuple[str, float, float]], step_in: float) -> None:
+    """Layer names centred over their bands in up to two staggered lines; a name that fits neither line is left out
+    (its modules' tick labels still name it)."""
+    ends = [-np.inf, -np.inf]
+    for label, a, z in spans:
+        centre, half = (a + z) / 2, _text_in(label, _SMALL_PT) / step_in / 2 + 0.1
+        line = next((i for i in (0, 1) if centre - half >= ends[i]), None)
+        if line is None:
+            continue
+        ends[line] = centre + half
+        ax.text(centre, 1.02 + 0.09 * line, label, transform=ax.get_xaxis_transform(),  # type: ignore[attr-defined]
+                ha="center", va="bottom", fontsize=_SMALL_PT)
+
+
 def weight_change(result: Result, out: Path) -> list[Figure]:
-    """Raw ‖ΔW‖_F and relative ‖ΔW‖/‖W_base‖ of every measured module, in layer order, one line per pair."""
+    """Raw ‖ΔW‖_F and relative ‖ΔW‖/‖W_base‖ of every measured module, in layer order, one line per pair.
+
+    Each module has its own tick (its shortest distinguishing path suffix); layers are shaded bands named above
+    the plot. The figure is as wide as the modules need up to the report's width; more modules wrap onto further
+    rows (a row breaks between layers where it can), so labels keep their size at any count.
+    """
     pairs = pair_values(result, "weight_l2")
     order = [n for n in layer_order(result) if any(n in d and d[n].arrays.get("modules") for d in pairs.values())]
     if not order:
@@ -107,8 +175,22 @@ def weight_change(result: Result, out: Path) -> list[Figure]:
                     modules.append(m)
         spans.append((name, first, len(modules)))
     n = len(modules)
-    fig = MplFigure(figsize=(max(6.0, 0.22 * n + 2.5), 6.0))
-    axes = fig.subplots(2, 1, sharex=True)
+    shown = []  # the path as the user knows it: an aliased layer by the name they typed
+    for name, a, z in spans:
+        label = layer_label(result, name)
+        shown += [label + m[len(name):] if m.startswith(name) else m for m in modules[a:z]]
+    ticks = module_labels(shown)
+    per_row = max(1, int((_PAGE_IN - _MARGIN_IN) / _MODULE_IN))
+    rows = _module_rows(spans, per_row)
+    widest = max(z - a for a, z in rows)
+    width = min(_PAGE_IN, max(7.5, _MODULE_IN * widest + _MARGIN_IN))
+    tick_in = max(_text_in(t, _SMALL_PT) for t in ticks)
+    fig = MplFigure(figsize=(width, len(rows) * (4.4 + tick_in) + 0.4), layout="constrained")
+    axes = np.asarray(fig.subplots(2 * len(rows), 1, sharey="none", squeeze=False))[:, 0].reshape(len(rows), 2)
+    for r in range(1, len(rows)):
+        axes[r, 0].sharey(axes[0, 0])
+        axes[r, 1].sharey(axes[0, 1])
+    lines = []
     for color, ((b, t), by_layer) in zip(_colors(len(pairs)), pairs.items()):
         raw, rel = np.full(n, np.nan), np.full(n, np.nan)
         for v in by_layer.values():
@@ -117,23 +199,28 @@ def weight_change(result: Result, out: Path) -> list[Figure]:
                 vals = as_float_array(v.arrays.get(key, []))
                 for m, x in zip(names, vals):
                     dest[modules.index(m)] = x
-        axes[0].plot(range(n), raw, "o-", ms=3, color=color, label=pair_label(b, t))
-        axes[1].plot(range(n), rel, "o-", ms=3, color=color)
-    for i, (name, a, z) in enumerate(spans):
-        for ax in axes:
-            if i % 2:
-                ax.axvspan(a - 0.5, z - 0.5, color="0.92", zorder=0)
-        axes[0].text((a + z - 1) / 2, 1.01, layer_label(result, name), transform=axes[0].get_xaxis_transform(),
-                     ha="center", va="bottom", fontsize=7)
-    short = [m.split(".", 1)[1] if "." in m and any(m.startswith(s + ".") for s, _, _ in spans) else m
-             for m in modules]
-    axes[1].set_xticks(range(n), short, rotation=90, fontsize=6 if n > 40 else 7)
-    axes[0].set_ylabel("‖W_tuned − W_base‖_F")
-    axes[1].set_ylabel("relative ‖ΔW‖ / ‖W_base‖")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="upper left")
-    axes[0].set_title("Weight change per module (biases ignored)", pad=18)
+        for (a, z), (ax_raw, ax_rel) in zip(rows, axes):
+            x = np.arange(a, z)
+            line, = ax_raw.plot(x, raw[a:z], "o-", ms=3, color=color, label=pair_label(b, t))
+            ax_rel.plot(x, rel[a:z], "o-", ms=3, color=color)
+        lines.append(line)
+    step_in = (width - _MARGIN_IN) / widest
+    for (a, z), (ax_raw, ax_rel) in zip(rows, axes):
+        row_spans = [(layer_label(result, name), max(s, a), min(e, z)) for name, s, e in spans if s < z and e > a]
+        for i, (_, s, e) in enumerate(row_spans):
+            if (i + sum(1 for _, _, e0 in spans if e0 <= a)) % 2:
+                for ax in (ax_raw, ax_rel):
+                    ax.axvspan(s - 0.5, e - 0.5, color="0.92", zorder=0)
+        _band_labels(ax_raw, [(lab, s - 0.5, e - 0.5) for lab, s, e in row_spans], step_in)
+        for ax in (ax_raw, ax_rel):
+            ax.set_xlim(a - 0.5, a + widest - 0.5)
+            ax.grid(alpha=0.3)
+        ax_raw.set_xticks(range(a, z), [""] * (z - a))
+        ax_rel.set_xticks(range(a, z), ticks[a:z], rotation=90, fontsize=_SMALL_PT)
+        ax_raw.set_ylabel("‖W_tuned − W_base‖_F")
+        ax_rel.set_ylabel("relative ‖ΔW‖ / ‖W_base‖")
+    fig.legend(handles=lines, loc="outside lower center", ncols=min(len(lines), 3), fontsize=9)
+    fig.suptitle("Weight change per module (biases ignored)")
     path = _save(fig, out / "weight_change.png")
     return [Figure(path, "weight_l2", "Weight change per module",
                    f"{n} modules in layer order (shaded bands: layers); gaps are replaced modules (other shape).")]
@@ -219,7 +306,11 @@ def class_concentration(result: Result, out: Path) -> list[Figure]:
 
 
 def overlap_vs_concentration(result: Result, out: Path) -> list[Figure]:
-    """Per k: for each pair, overlap (x) against the tuned model's concentration (y), one point per channel."""
+    """Per k: for each pair, overlap (x) against the tuned model's concentration (y), one point per channel.
+
+    One panel per pair in a grid of at most three columns, the figure sized from the panel count (so the page shows
+    it at its own size and every panel keeps its text size), one legend of the layers for all panels.
+    """
     pairs = pair_values(result, "topk_overlap")
     models = model_values(result, "class_concentration")
     measure = _measure([v for d in models.values() for v in d.values()])
@@ -231,9 +322,17 @@ def overlap_vs_concentration(result: Result, out: Path) -> list[Figure]:
             continue
         layers = [n for n in layer_order(result) if any(n in pairs[p] for p in usable)]
         colors = dict(zip(layers, _colors(len(layers))))
-        fig = MplFigure(figsize=(4.6 * len(usable) + 1.6, 4.0))
-        axes = np.atleast_1d(fig.subplots(1, len(usable), sharey=True))
-        for ax, (b, t) in zip(axes, usable):
+        ncols = min(len(usable), 3)
+        nrows = -(-len(usable) // ncols)
+        legend_rows = -(-len(layers) // 5)
+        fig = MplFigure(figsize=(min(_PAGE_IN, 3.3 * ncols + 0.7), 3.2 * nrows + 0.8 + 0.2 * legend_rows),
+                        layout="constrained")
+        grid = np.atleast_2d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False))
+        axes = list(grid.ravel())
+        for ax in axes[len(usable):]:
+            fig.delaxes(ax)
+        handles: dict[str, object] = {}
+        for i, (ax, (b, t)) in enumerate(zip(axes, usable)):
             for n in layers:
                 if n not in pairs[(b, t)] or n not in models[t]:
                     continue
@@ -242,17 +341,29 @@ def overlap_vs_concentration(result: Result, out: Path) -> list[Figure]:
                 if x.shape != y.shape:
                     continue
                 ok = ~np.isnan(x) & ~np.isnan(y)
-                ax.scatter(x[ok], y[ok], s=9, alpha=0.6, color=colors[n], label=layer_label(result, n))
-            ax.set_xlabel(f"top-{k} overlap (%), {pair_label(b, t)}")
+                handles[n] = ax.scatter(x[ok], y[ok], s=9, alpha=0.6, color=colors[n], label=layer_label(result, n))
+            ax.set_title(_wrap(pair_label(b, t), 34), fontsize=10)
             ax.set_xlim(-3, 103)
             ax.grid(alpha=0.3)
-        axes[0].set_ylabel(("normalised entropy" if measure == "entropy" else "Gini") + " (tuned model)")
-        axes[-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+            if i % ncols == 0:
+                ax.set_ylabel(("normalised entropy" if measure == "entropy" else "Gini") + " (tuned model)")
+            if i + ncols >= len(usable):  # the lowest panel of its column
+                ax.set_xlabel(f"top-{k} overlap (%)")
+                ax.xaxis.set_tick_params(labelbottom=True)
+        fig.legend(handles=[handles[n] for n in layers if n in handles], loc="outside lower center",
+                   ncols=min(len(handles), 5), fontsize=9, markerscale=2)
         fig.suptitle(f"Overlap against class concentration, one point per channel (k={k})")
         path = _save(fig, out / f"overlap_vs_concentration_k{slug(k)}.png")
         figs.append(Figure(path, "scatter", f"Overlap against concentration (k={k})",
-                           "Channels with no positive image in the tuned model are left out."))
+                           "One panel per pair (base → tuned). Channels with no positive image in the tuned model "
+                           "are left out."))
     return figs
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def cka_cross(result: Result, out: Path) -> list[Figure]:
