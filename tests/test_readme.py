@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import re
 
@@ -43,3 +44,30 @@ def test_readme_metric_example_runs():
         assert moved.get("mean_shift", "mixed3a", "mean_shift") > 0
     finally:
         unregister_metric("mean_shift")
+
+
+def _model_format_rows() -> list[list[str]]:
+    text = README.read_text().split("### Model formats", 1)[1].split("\n### ", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|")]
+    header, rule, *body = rows
+    assert header[-1] == "Test" and set("".join(rule)) <= set("-:")
+    return body
+
+
+def _test_names(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def test_readme_model_formats_table_names_tests_that_exist():
+    """Every row of the Model formats table names at least one test, and each named test exists."""
+    rows = _model_format_rows()
+    assert len(rows) >= 10
+    root = README.parent
+    for row in rows:
+        ids = re.findall(r"`(tests/[\w/]+\.py)::(test_\w+)`", row[-1])
+        assert ids, f"the row {row[0]!r} names no test"
+        for file, name in ids:
+            assert (root / file).is_file(), f"{row[0]!r}: {file} does not exist"
+            assert name in _test_names(root / file), f"{row[0]!r}: {file} has no test {name}"
