@@ -81,7 +81,8 @@ def layer_l2(deltas: dict[str, torch.Tensor], layer: str) -> float:
 @pytest.fixture(scope="module")
 def tv_adapter(tmp_path_factory):
     """A torchvision resnet18 base saved with ftprobe.save, a rsLoRA adapter on its convolutions, fc trained in full,
-    written three ways: the adapter folder, torch.save and safetensors of the unmerged PeftModel.state_dict()."""
+    written four ways: the adapter folder, torch.save and safetensors of the unmerged PeftModel.state_dict(), and
+    safetensors of get_peft_model_state_dict (the adapter's tensors only)."""
     from safetensors.torch import save_file
 
     root = tmp_path_factory.mktemp("tv")
@@ -92,11 +93,12 @@ def tv_adapter(tmp_path_factory):
     (root / "sd").mkdir()
     torch.save(model.state_dict(), root / "sd" / "lora.pt")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "sd" / "lora.safetensors"))
+    save_file(peft.get_peft_model_state_dict(model), str(root / "sd" / "adapter_only.safetensors"))  # no base weights
     model.peft_config["default"].save_pretrained(str(root / "sd"))  # the scale a state dict does not record
     return root, base, model
 
 
-@pytest.mark.parametrize("which", ["adapter", "sd/lora.pt", "sd/lora.safetensors"])
+@pytest.mark.parametrize("which", ["adapter", "sd/lora.pt", "sd/lora.safetensors", "sd/adapter_only.safetensors"])
 def test_conv_rslora_adapter_delta_is_scale_b_a(tv_adapter, which):
     root, base, model = tv_adapter
     lm = load_model(root / which, base=load_model(root / "base.safetensors"))
