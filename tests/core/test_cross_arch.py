@@ -286,3 +286,73 @@ def test_cli_base_and_tuned_prefixes_and_refusal_without_traceback(run_cli, imag
         "compare", "torchvision:resnet18", "torchvision:resnet34", "--layers", "layer4", "--data", image_folder,
         "--size", "32", "--device", "cpu", "--metrics", "cka", "--json", "-")
     assert code == 1 and "--tuned-layers" in err and "Traceback" not in stdout + err
+
+
+# -- plugin metrics and the metric on its own -------------------------------------------------------------------
+
+
+def test_the_similarity_plugin_runs_across_architectures_on_paired_layers() -> None:
+    sim = pytest.importorskip("ftprobe_similarity.functional")
+    torch.manual_seed(0)
+    cnn, vit = SmallCNN(), _vit()
+    x = _images(n=40)
+    r = ftprobe.compare(cnn, vit, layers=["conv2"], tuned_layers=["blocks.11"], data=_batches(x),
+                        metrics="procrustes,mutual_knn", options={"mutual_knn": {"k": 5}}, device="cpu",
+                        size=SIZE, input_size=SIZE)
+    xb = torch.from_numpy(np.concatenate(_features(cnn, ["conv2"], x)[0]))  # (40, 16)
+    yb = torch.from_numpy(np.concatenate(_features(vit, ["blocks.11"], x)[0]))  # (40, 192)
+    assert r.get("procrustes", "conv2", "procrustes") == pytest.approx(float(sim.procrustes(xb, yb)), abs=1e-9)
+    assert r.get("mutual_knn", "conv2", "mutual_knn") == pytest.approx(float(sim.mutual_knn(xb, yb, k=5)), abs=1e-12)
+
+
+def test_layerwise_metrics_need_lists_of_equal_length() -> None:
+    pytest.importorskip("ftprobe_similarity")
+    base, tuned = _resnets()
+    with pytest.raises(MetricNeedsError, match=r"svcca.*lists of equal length"):
+        ftprobe.compare(base, tuned, layers=["layer4"], tuned_layers=["layer3", "layer4"], data=_batches(_images()),
+                        metrics="cka,svcca", device="cpu", size=SIZE)
+
+
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+def test_unpaired_cka_state_merges_like_one_pass(estimator: str) -> None:
+    from ftprobe.core.metric import Activation, PairStep, RunContext
+    from ftprobe.metrics.cka import CKA
+
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(30, 6, generator=g, dtype=torch.float64), torch.randn(30, 4, generator=g, dtype=torch.float64)]
+    ys = [xs[0] @ torch.randn(6, 9, generator=g, dtype=torch.float64) + torch.randn(30, 9, generator=g,
+                                                                                    dtype=torch.float64) * 0.1
+          for _ in range(3)]
+    ctx = RunContext(layers=("a", "b"), shapes={"a": (6,), "b": (4,)}, tuned_layers=("p", "q", "r"),
+                     tuned_shapes={"p": (9,), "q": (9,), "r": (9,)}, units_paired=False)
+
+    def step(lo: int, hi: int) -> PairStep:
+        base = {n: Activation(n, {"gap": t[lo:hi]}) for n, t in zip("ab", xs)}
+        tuned = {n: Activation(n, {"gap": t[lo:hi]}) for n, t in zip("pqr", ys)}
+        return PairStep(None, base, tuned, torch.arange(lo, hi))
+
+    def ready() -> CKA:
+        m = CKA(**ESTIMATORS[estimator])
+        m.setup(ctx)
+        return m
+
+    one, first, second = ready(), ready(), ready()
+    for lo in range(0, 30, 10):
+        one.update(step(lo, lo + 10))
+        (first if lo < 20 else second).update(step(lo, lo + 10))
+    first.merge_state(second)
+    a, b = one.compute()["*"], first.compute()["*"]
+    assert one.cross is True and a["tuned_layers"] == ["p", "q", "r"] and list(one.compute()) == ["*"]
+    torch.testing.assert_close(a["cka_cross"], b["cka_cross"], rtol=0, atol=1e-12)
+    want = _reference_matrix([[t.numpy()[lo:lo + 10] for lo in range(0, 30, 10)] for t in xs],
+                             [[t.numpy()[lo:lo + 10] for lo in range(0, 30, 10)] for t in ys], estimator)
+    np.testing.assert_allclose(a["cka_cross"].numpy(), want, rtol=0, atol=1e-10)
+
+
+def test_cross_false_on_unpaired_layers_is_refused_with_the_fix() -> None:
+    from ftprobe.core.metric import RunContext
+    from ftprobe.metrics.cka import CKA
+
+    ctx = RunContext(layers=("a",), shapes={"a": (4,)}, tuned_layers=("p", "q"), units_paired=False)
+    with pytest.raises(MetricNeedsError, match="drop cross=False"):
+        CKA(cross=False).setup(ctx)
