@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -41,18 +42,17 @@ def test_identical_models_give_identity_results(tiny_pair):
         if v.layer != "*":
             assert v.scalars["cka"] == pytest.approx(1.0, abs=1e-12)
     assert all(v.scalars["l2"] == 0.0 for v in r.select("weight_l2"))
-    # The study's overlap divides by k, so a channel with fewer than k positive images scores below 100 even for
-    # identical models; what identity means is that both models pick exactly the same images for every channel.
+    # Both models pick exactly the same images for every channel, and overlap is 100 for each channel with an image,
+    # also one with fewer than k positive images (divided by the larger set, then); none in either: undefined.
     layers = [v.layer for v in r.select("topk_overlap") if v.scope == "pair"]
     assert layers
     for layer in layers:
         a = r.get("topk_overlap", layer, "topk_index@5", model="base")
         b = r.get("topk_overlap", layer, "topk_index@5", model="tuned")
         assert a == b
-        full = [row.count(-1) == 0 for row in a]  # channels with at least k positive images
         per_channel = r.get("topk_overlap", layer, "overlap@5")
-        assert all(o == 100.0 for o, f in zip(per_channel, full) if f)
-        assert all(o == 100.0 * (5 - row.count(-1)) / 5 for o, row in zip(per_channel, a))
+        assert all(o == 100.0 if row[0] >= 0 else math.isnan(o) for o, row in zip(per_channel, a))
+        assert r.get("topk_overlap", layer, "overlap_mean@5") == 100.0
 
 
 def test_shuffled_loader_cannot_pair_different_images(tiny_pair):
