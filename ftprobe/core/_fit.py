@@ -182,16 +182,34 @@ def _weights_config(spec: ArchSpec, kwargs: dict[str, Any], notes: list[str]) ->
 def _strip_wrapper_attribute(
     sd: dict[str, Tensor], shapes: Mapping[str, tuple[int, ...]], notes: list[str]
 ) -> dict[str, Tensor]:
-    """Strip a first key component every key shares (``model.`` of a Lightning module) when the model lacks it."""
-    first = {k.partition(".")[0] for k in sd}
-    if len(first) != 1 or any(k in shapes for k in sd) or all("." not in k for k in sd):
+    """The keys under the attribute that holds the model (``model.`` of a LightningModule), when the model has none of
+    the keys as they are: stripped when every key shares it, or kept alone when the wrapper saved more (a loss
+    module's class weights ...) and that attribute alone holds every tensor of the model."""
+    if any(k in shapes for k in sd) or all("." not in k for k in sd):
         return sd
-    prefix = first.pop() + "."
-    stripped = {k[len(prefix) :]: v for k, v in sd.items()}
-    if any(k.startswith(prefix) for k in shapes) or not any(k in shapes for k in stripped):
+    groups: dict[str, dict[str, Tensor]] = {}
+    for key, value in sd.items():
+        head, dot, rest = key.partition(".")
+        if dot:
+            groups.setdefault(head, {})[rest] = value
+    needed = {k for k in shapes if not k.endswith("num_batches_tracked") and k.split(".")[0] not in AUX_MODULES}
+    fits = {h: len(needed & set(sub)) for h, sub in groups.items() if not any(k.startswith(h + ".") for k in shapes)}
+    if not fits or max(fits.values()) == 0:
         return sd
-    notes.append(f"Stripped the key prefix {prefix!r} that every key shares (a wrapper such as a LightningModule).")
-    return stripped
+    head = max(fits, key=fits.__getitem__)
+    prefix, sub = head + ".", groups[head]
+    others = [k for k in sd if not k.startswith(prefix)]
+    if not others:
+        notes.append(f"Stripped the key prefix {prefix!r} that every key shares (a wrapper such as a LightningModule).")
+        return sub
+    if not needed <= set(sub):
+        return sd
+    more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+    notes.append(
+        f"Kept the keys under {prefix!r}, which hold the whole model (a wrapper such as a LightningModule); dropped "
+        f"the wrapper's other entries: {', '.join(others[:5])}{more}."
+    )
+    return sub
 
 
 def fit_state_dict(spec: ArchSpec, state_dict: Mapping[str, Tensor], kwargs: Mapping[str, Any] | None = None) -> Fit:

@@ -279,10 +279,11 @@ def test_lightning_checkpoints_load_with_arch_and_compare(run_cli: Any, tmp_path
             super().__init__()
             self.save_hyperparameters()
             self.model = torchvision.models.resnet18(num_classes=num_classes)
+            self.criterion = nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, num_classes))  # a buffer, saved too
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, y = batch
-            return nn.functional.cross_entropy(self.model(x), y)
+            return self.criterion(self.model(x), y)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
@@ -304,7 +305,7 @@ def test_lightning_checkpoints_load_with_arch_and_compare(run_cli: Any, tmp_path
         lm = load_model(path, arch=RESNET)
         assert _state_equal(lm.module, module.model)
         assert (lm.format, lm.entry, lm.weights) == ("Lightning", "state_dict", "training")
-        assert any("Stripped the key prefix 'model.'" in n for n in lm.notes), lm.notes
+        assert any("Kept the keys under 'model.'" in n and "criterion.weight" in n for n in lm.notes), lm.notes
     want = expected_l2(before, module.model, "layer1")
     assert api_l2(tmp_path / "base.pt", tmp_path / "final.ckpt", arch=RESNET)[0] == pytest.approx(want, rel=1e-9)
     assert cli_l2(run_cli, tmp_path, tmp_path / "base.pt", callback_ckpt, "--arch", RESNET)[0] == pytest.approx(
