@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,16 +36,31 @@ class Value:
     def subject(self) -> str:
         return f"{self.base} → {self.tuned}" if self.scope == "pair" else str(self.model)
 
+    def __repr__(self) -> str:  # arrays by size only: a per-channel vector would fill the screen
+        arrays = ", ".join(f"{k!r}: " + (_size(a) if isinstance(a, str) else f"<{_size(a)}>")
+                           for k, a in self.arrays.items())
+        return (f"Value(metric={self.metric!r}, layer={self.layer!r}, {self.scope}={self.subject!r}, "
+                f"scalars={self.scalars!r}, arrays={{{arrays}}})")
+
+
+def _size(a: Any) -> str:
+    if isinstance(a, str):
+        return repr(a) if len(a) <= 80 else f"str of {len(a)}"
+    shape = getattr(a, "shape", None)
+    if shape is not None:
+        return f"{type(a).__name__} {tuple(shape)}"
+    if isinstance(a, (list, tuple)):
+        return f"list of {len(a)}"
+    if isinstance(a, Mapping):
+        return f"dict of {len(a)}"
+    return type(a).__name__
+
 
 def _to_jsonable(v: Any) -> Any:
-    try:
-        import torch
-
-        if isinstance(v, torch.Tensor):
-            v = v.detach().cpu()
-            return v.item() if v.dim() == 0 else v.tolist()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported: reading results needs no torch
+    if torch is not None and isinstance(v, torch.Tensor):
+        v = v.detach().cpu()
+        return v.item() if v.dim() == 0 else v.tolist()
     if hasattr(v, "tolist"):  # numpy
         return v.tolist()
     if isinstance(v, Mapping):
@@ -103,6 +119,19 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    # -- display (a summary: every number is in records(), to_pandas() and the saved JSON) ---------------------------
+    def __repr__(self) -> str:
+        from ._summary import summary_text
+
+        return summary_text(self)
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        from ._summary import summary_html
+
+        return summary_html(self)
 
     # -- queries ------------------------------------------------------------------------------------------------
     def select(
@@ -177,12 +206,22 @@ class Result:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_to_jsonable)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``to_json()`` atomically (a temporary file renamed into place)."""
+        """Write ``to_json()`` atomically: a temporary file of this writer's own, renamed into place, so a reader or
+        a concurrent writer never sees a partial file."""
+        import os
+        import uuid
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the usual permissions (umask applies)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.to_json())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
