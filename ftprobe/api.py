@@ -138,6 +138,31 @@ def select_metrics(
     return requests, skipped
 
 
+def _path_labels(labels: list[str], sources: Sequence[Any], automatic: Sequence[bool]) -> list[str]:
+    """Automatic labels of model files that collide (``run1/model.pt``, ``run2/model.pt`` → both ``model``) become the
+    shortest trailing part of their paths that tells them apart (``run1/model``, ``run2/model``)."""
+    import os
+
+    paths: dict[int, tuple[str, ...]] = {}
+    for i, (src, auto) in enumerate(zip(sources, automatic)):
+        if auto and isinstance(src, (str, os.PathLike)) and os.path.exists(os.path.expanduser(os.fspath(src))):
+            p = Path(os.fspath(src)).expanduser().resolve()
+            paths[i] = (*p.parent.parts, p.stem if p.is_file() else p.name)
+    out = list(labels)
+    for lab in set(labels):
+        group = [i for i in paths if labels[i] == lab]
+        if len(group) < 2:
+            continue
+        longest = max(len(paths[i]) for i in group)
+        for k in range(2, longest + 1):
+            tails = ["/".join(paths[i][-k:]) for i in group]
+            if len(set(tails)) == len(tails):
+                for i, t in zip(group, tails):
+                    out[i] = t
+                break
+    return out
+
+
 def _as_list(layers: str | Sequence[str] | None) -> list[str]:
     if layers is None:
         return []
@@ -213,6 +238,8 @@ def compare(
     notice: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int | None], None] | None = None,
+    on_prepared: Callable[[list[dict[str, Any]]], None] | None = None,
+    status: Callable[[str], None] | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
@@ -243,6 +270,11 @@ def compare(
         checkpoint: a file for the pass's state: saved every ``checkpoint_every`` batches and on Ctrl-C, removed
             when the run completes; ``resume=True`` continues from it (the job must be the same).
         amp: ``"bf16"`` or ``"fp16"``: forwards under autocast (for GPUs); metric statistics stay float64.
+        labels: one name per model, in order (the base first); by default a file's name without its suffix, or the
+            shortest trailing part of its path that tells it apart from another model file of that name.
+        on_prepared: called with the layer records (name, shape, layout) once layers are resolved and probed,
+            before any data is streamed; it may raise an ``FtprobeError`` to stop the run early.
+        status: called with a short text ("loading tuned.pt…") before each slow step that has no progress bar.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) each rank streams a disjoint shard, metric states are merged with
     collectives through their declared reductions, and every rank returns the merged result.
@@ -269,10 +301,20 @@ def compare(
         raise FtprobeError(f"--amp must be bf16 or fp16, not {amp!r}")
     dist_info, dev = init_from_env(resolve_device(device))
 
+    if labels is not None:
+        labels = [str(lab) for lab in labels]
+        if len(labels) != len(sources) or not all(labels):
+            raise FtprobeError(f"{len(labels)} labels were given for {len(sources)} models; give one non-empty label "
+                               "per model, in order, the base first (CLI: --label NAME once per model)")
+        if len(set(labels)) != len(labels):
+            twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+            raise FtprobeError(f"the label {twice[0]!r} is given to more than one model; give each model its own")
+    status = status or (lambda msg: None)
     loaded = []
     seen_modules: set[int] = set()
     restore: list[tuple[nn.Module, torch.device]] = []
     for i, (src, a) in enumerate(zip(sources, archs)):
+        status(f"loading {src if not isinstance(src, nn.Module) else type(src).__name__}…")
         lm = load_model(src, arch=a, trust=trust, label=(labels[i] if labels else None), ema=emas[i],
                         base=loaded[0][0] if loaded else None)  # the base a PEFT adapter is applied to
         module = lm.module
@@ -286,10 +328,10 @@ def compare(
             seen_modules.add(id(module))
         loaded.append((lm, module))
     default = ["base"] + (["tuned"] if len(sources) == 2 else [f"tuned{i}" for i in range(1, len(sources))])
-    names = _unique_labels([
+    names = _unique_labels(_path_labels([
         default[i] if (labels is None and isinstance(src, nn.Module)) else lm.label
         for i, ((lm, _), src) in enumerate(zip(loaded, sources))
-    ])
+    ], sources, [labels is None] * len(sources)))
     entries = [ModelEntry(n, m, lm.describe()) for n, (lm, m) in zip(names, loaded)]
     for e, (lm, _) in zip(entries, loaded):
         for note in lm.notes:
@@ -321,8 +363,13 @@ def compare(
     engine = Engine(entries, pair_idx, base_layers, requests, tuned_layers=per_model, device=dev,
                     input_size=input_size or (src.image_size() or size if src is not None else None), notice=notice)
     try:
+        status("resolving and probing layers…")
         engine.prepare(ctx)
+        if on_prepared is not None:
+            on_prepared(engine.layer_records())
         data_info = src.describe() if src is not None else None
+        for note in (data_info or {}).get("notes", []):
+            notice(note)
         ckpt = start = None
         if checkpoint is not None:
             job = {"models": [{k: e.info.get(k) for k in ("source", "sha256", "arch")} for e in entries],
@@ -352,7 +399,11 @@ def compare(
         engine.warnings = gather_list(engine.warnings, dist_info)
         skipped_files = gather_list(list(src.skipped) if src is not None else [], dist_info)
         if data_info is not None:
-            data_info["skipped_files"] = [{"path": p, "reason": r} for p, r in skipped_files]
+            known = list(data_info.get("notes", []))
+            data_info.update(src.pass_counts(data_info, skipped_files, stats["samples"], stats["interrupted"]))
+            for note in data_info.get("notes", []):
+                if note not in known:  # learnt only by streaming (a stream shorter than --limit)
+                    notice(note)
         if ckpt is not None and not stats["interrupted"] and ckpt.file.exists():
             ckpt.file.unlink()  # the run completed: a stale checkpoint must not be resumed later
         if amp:

@@ -31,6 +31,8 @@ class DataSource:
             or ``"iterable"``.
         root: the folder or CSV path (``None`` for in-memory sources).
         num_samples: samples the source will try to yield (after ``limit``, before skipping), ``None`` if unknown.
+            A result's ``data["num_samples"]`` is set after the pass by :meth:`pass_counts`: the samples that were
+            readable, with ``num_tried`` beside it.
         batch_size: samples per batch (``None`` if the user's loader does not say).
         skipped: ``(path, reason)`` for every unreadable file seen so far in the current pass (grows while iterating).
     """
@@ -136,9 +138,39 @@ class DataSource:
             "limit": self.limit,
             "seed": self.seed,
             "skipped": len(self.skipped),
+            "notes": self.notes(),
         }
         d.update(self._extra)
         return d
+
+    def notes(self) -> list[str]:
+        """Things about the data a user should hear before the pass (a ``limit`` above the number of samples)."""
+        return []
+
+    def _limit_note(self, available: int, where: str) -> str:
+        return (f"--limit {self.limit} is more than the {available} samples in {where}: all {available} are used, "
+                "nothing is repeated")
+
+    def pass_counts(self, info: dict[str, Any], skipped: list[tuple[str, str]], samples: int,
+                    interrupted: bool) -> dict[str, Any]:
+        """Counts for a result once the pass is over, to update ``info`` (this source's :meth:`describe` taken
+        before it; in a distributed run, ``skipped`` is every rank's list): ``num_samples`` becomes the samples that
+        were readable (``num_tried`` minus the files that failed to decode), and ``skipped`` / ``skipped_files``
+        list every unreadable file. ``samples`` is how many the pass streamed."""
+        out: dict[str, Any] = {"skipped_files": [{"path": p, "reason": r} for p, r in skipped],
+                               "skipped": len(skipped)}
+        planned = info.get("num_samples")
+        if planned is not None:
+            decoded_fail = max(len(skipped) - len(getattr(self, "_scan_skipped", ())), 0)
+            out["num_tried"] = planned
+            out["num_samples"] = max(planned - decoded_fail, 0)
+        elif not interrupted:
+            out["num_samples"] = samples
+        notes = list(info.get("notes", []))
+        if planned is None and not interrupted and self.limit is not None and samples < self.limit:
+            notes.append(self._limit_note(samples, f"the {self.kind}"))
+        out["notes"] = notes
+        return out
 
     def __repr__(self) -> str:
         return f"<DataSource {self.kind} root={self.root!r} num_samples={self.num_samples}>"
@@ -167,6 +199,12 @@ class _IndexedSource(DataSource):
         self._selected = _subset(n, self.limit, self.seed)
         self._scan_skipped: list[tuple[str, str]] = []
         self.num_samples = len(self._selected)
+        self._available = n
+
+    def notes(self) -> list[str]:
+        if self.limit is not None and self.limit > self._available:
+            return [self._limit_note(self._available, self.root or f"the {self._extra.get('type', 'dataset')}")]
+        return []
 
     def shard(self, rank: int, world: int) -> None:
         super().shard(rank, world)

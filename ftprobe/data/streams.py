@@ -70,10 +70,16 @@ class LoaderSource(DataSource):
         elif kind == "iterable":
             self.batch_size = None
         count = _count(source)
+        self._count = count
         self.num_samples = count if self.limit is None or count is None else min(count, self.limit)
         self._extra["limit_mode"] = "first"
         self._extra["shuffled"] = self._shuffled
         self._extra["preprocess_applies_to"] = "nothing: batches are used as supplied"
+
+    def notes(self) -> list[str]:
+        if self.limit is not None and self._count is not None and self.limit > self._count:
+            return [self._limit_note(self._count, f"the {self.kind}")]
+        return []
 
     def _meta(self) -> None:
         if self._peeked:
