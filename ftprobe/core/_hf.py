@@ -190,6 +190,11 @@ def load_hub(text: str, map_location: str | torch.device, label: str | None) -> 
             "and pass DIR" + ("; or unset HF_HUB_OFFLINE to let transformers download it" if offline else "")
             + ". Check the name on https://huggingface.co if it may be misspelled."
         ) from exc
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{text}: transformers {transformers.__version__} cannot build {name!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}). Upgrade transformers if the model type is newer than it."
+        ) from exc
     module = module.to(map_location)
     notes = [f"{note}; loaded with {type(module).__name__}.from_pretrained({name!r})."]
     return LoadedModel(

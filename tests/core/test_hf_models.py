@@ -312,3 +312,9 @@ def test_a_layer_that_returns_a_model_output_is_captured(vit_pair, image_folder)
                              metrics="cka", device="cpu", batch_size=6)
     cka = {v.layer: float(v.scalars["cka"]) for v in result.values if "cka" in v.scalars}
     assert set(cka) == {"vit", "classifier"} and all(0.0 < c <= 1.0 + 1e-9 for c in cka.values())
+
+
+def test_a_model_type_transformers_does_not_know_says_so(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit-from-the-future", "architectures": ["X"]}))
+    with pytest.raises(CheckpointError, match=r"not a config this transformers .* can read.*Upgrade transformers"):
+        load_model(tmp_path)
