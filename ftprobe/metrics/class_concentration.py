@@ -46,6 +46,9 @@ class ClassConcentration(TopKMetricBase):
 
     name = "class_concentration"
     needs = Need.ACTIVATIONS | Need.LABELS
+    # Per-model values and the change of the layer's mean and median compare across architectures; the per-channel
+    # change is given only where the two models' channels correspond (same architecture, same width).
+    pairs_units = False
     higher_is_more_similar = None
     # identical models: every per-model value equal, every change (layer mean, median, per channel) zero
     identity = {"*@*": SAME, "dead_channels": SAME, "*_change@*": 0.0}
@@ -67,6 +70,7 @@ class ClassConcentration(TopKMetricBase):
 
     def setup(self, ctx: RunContext) -> list[str]:
         """``num_classes`` supplies the class count when the data cannot say it (a plain DataLoader)."""
+        self._units_paired = ctx.units_paired
         if self.num_classes is not None:
             if ctx.num_classes is not None and ctx.num_classes != self.num_classes:
                 raise MetricNeedsError(
@@ -114,13 +118,22 @@ class ClassConcentration(TopKMetricBase):
                    "fewer images than k (a set of n images has entropy at most log2(n) / log2(C))")
 
     def compare(self, base: Metric, tuned: Metric) -> Mapping[str, Any]:
-        b, t = self._check_pair(base, tuned)
+        widths = [m.final_topk().values.shape[0] if isinstance(m, TopKMetricBase) else 0 for m in (base, tuned)]
+        units = getattr(self, "_units_paired", True) and not (all(widths) and widths[0] != widths[1])
+        if units:
+            b, t = self._check_pair(base, tuned)
+        else:  # another architecture or width: the channels do not correspond, the layer summaries still compare
+            b, t = self._check_pair(base, base)[0], self._check_pair(tuned, tuned)[0]  # types, no channel check
+            if b._pair_key() != t._pair_key():
+                raise ValueError(f"cannot compare {self.name} instances with different options: {b!r} vs {t!r}")
         rb, rt = b.compute(), t.compute()
         name = self.measure
         out: dict[str, Any] = {}
         for k in b._ks:
             out[f"{name}_mean_change@{k}"] = rt[f"{name}_mean@{k}"] - rb[f"{name}_mean@{k}"]
             out[f"{name}_median_change@{k}"] = rt[f"{name}_median@{k}"] - rb[f"{name}_median@{k}"]
+            if not units:
+                continue
             vb, vt = rb[f"{name}@{k}"], rt[f"{name}@{k}"]
             if vb.shape == vt.shape:
                 out[f"{name}_change@{k}"] = vt - vb  # NaN where either model's channel is dead
@@ -130,4 +143,8 @@ class ClassConcentration(TopKMetricBase):
         if nb or nt:  # the pair's change rests on the same short sets: say so beside it
             out["note"] = f"both models: {nb}" if nb == nt else "; ".join(
                 f"{side}: {n}" for side, n in (("base", nb), ("tuned", nt)) if n)
+        if not units:
+            why = (f"no per-channel change: the two models' channels do not correspond ({widths[0]} and {widths[1]} "
+                   "channels, or another architecture); the layer's mean and median change are given")
+            out["note"] = f"{out['note']}; {why}" if out.get("note") else why
         return out

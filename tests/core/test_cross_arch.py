@@ -356,3 +356,40 @@ def test_cross_false_on_unpaired_layers_is_refused_with_the_fix() -> None:
     ctx = RunContext(layers=("a",), shapes={"a": (4,)}, tuned_layers=("p", "q"), units_paired=False)
     with pytest.raises(MetricNeedsError, match="drop cross=False"):
         CKA(cross=False).setup(ctx)
+
+
+def test_class_concentration_keeps_its_per_model_parts_across_architectures() -> None:
+    from torch.utils.data import DataLoader
+
+    from ftprobe.testing import TinyImages
+
+    base, tuned = _resnets()
+    data = DataLoader(TinyImages(n=24, size=SIZE, classes=3), batch_size=BATCH)
+    notes: list[str] = []
+    r = ftprobe.compare(base, tuned, layers=["layer3", "layer4"], tuned_layers=["layer3", "layer4"], data=data,
+                        options={"class_concentration": {"k": 4}}, preprocess="none", device="cpu", size=SIZE,
+                        notice=notes.append)
+    assert "topk_overlap" in {s["metric"] for s in r.skipped_metrics}
+    for layer in ("layer3", "layer4"):
+        per_model = {m: r.get("class_concentration", layer, "entropy_mean@4", model=m) for m in ("base", "tuned")}
+        change = r.get("class_concentration", layer, "entropy_mean_change@4")
+        assert change == pytest.approx(per_model["tuned"] - per_model["base"], abs=1e-12)
+        pair = next(v for v in r.select("class_concentration") if v.layer == layer and v.scope == "pair")
+        assert "entropy_change@4" not in pair.arrays  # channel i of resnet18 is not channel i of resnet34
+        assert "no per-channel change" in pair.scalars.get("note", "") + str(pair.arrays.get("note", ""))
+
+
+def test_class_concentration_leaves_the_per_channel_change_out_of_a_replaced_head_only() -> None:
+    from torch.utils.data import DataLoader
+
+    from ftprobe.testing import TinyImages
+
+    torch.manual_seed(0)
+    base = torchvision.models.resnet18(num_classes=10)
+    tuned = copy.deepcopy(base)
+    tuned.fc = nn.Linear(512, 3)
+    data = DataLoader(TinyImages(n=24, size=SIZE, classes=3), batch_size=BATCH)
+    r = ftprobe.compare(base, tuned, layers=["layer4", "fc"], data=data, metrics="class_concentration",
+                        options={"class_concentration": {"k": 4}}, preprocess="none", device="cpu", size=SIZE)
+    pairs = {v.layer: v for v in r.select("class_concentration") if v.scope == "pair"}
+    assert "entropy_change@4" in pairs["layer4"].arrays and "entropy_change@4" not in pairs["fc"].arrays
