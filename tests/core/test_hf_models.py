@@ -189,6 +189,9 @@ def test_cli_layers_and_compare_take_folders(vit_pair, run_cli):
         assert value == pytest.approx(expected_l2(base, tuned, layer), rel=1e-6)
     models = json.loads(out)["models"]
     assert [m["kind"] for m in models] == ["transformers", "transformers"]
+    from ftprobe.report import validate_results
+
+    validate_results(json.loads(out))  # the new kinds are in the results schema
 
 
 def test_activation_metrics_use_the_config_input_size(vit_pair, image_folder):

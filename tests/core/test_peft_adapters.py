@@ -159,6 +159,11 @@ def test_cli_compare_takes_an_adapter_as_the_tuned_model(tv_adapter, run_cli):
     assert code == 0, err
     [value] = [v["scalars"]["l2"] for v in json.loads(out)["values"]]
     assert value == pytest.approx(layer_l2(deltas, "layer1"), rel=1e-6)
+    from ftprobe.report import validate_results
+
+    validate_results(json.loads(out))
+    tuned = json.loads(out)["models"][1]
+    assert (tuned["kind"], tuned["format"], tuned["arch"]) == ("peft", "PEFT adapter folder", "torchvision:resnet18")
 
 
 def test_adapter_without_a_base_asks_for_it(tv_adapter, run_cli):
