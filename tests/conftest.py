@@ -81,7 +81,7 @@ document.getElementById("f").addEventListener("load", function () {{
     broken: imgs.filter(function (i) {{ return !(i.complete && i.naturalWidth > 0); }})
                 .map(function (i) {{ return i.alt; }}),
     widths: imgs.map(function (i) {{ return i.naturalWidth; }}),
-    shown: imgs.map(function (i) {{ return i.getBoundingClientRect().width; }}),
+    shown: imgs.map(function (i) {{ return i.clientWidth; }}),
     alts: imgs.map(function (i) {{ return i.alt; }}),
     scripts: d.scripts.length,
     text: d.body.innerText,
@@ -97,8 +97,9 @@ def chromium_check(html: Path, workdir: Path) -> dict[str, Any]:
     """Open ``html`` in headless Chromium (inside an iframe of a checker page) and report what loaded.
 
     Returns ``{"images", "broken", "widths", "shown", "alts", "scripts", "text", "title", "errors", "console"}``
-    (``widths``: each image's own pixel width, ``shown``: its width on the page in CSS pixels); ``console`` holds
-    every console line of the browser (script errors, blocked loads, CSP violations), which should be none.
+    (``widths``: each image's own pixel width, ``shown``: its width on the page in CSS pixels, border excluded);
+    ``console`` holds every console line of the browser (script errors, blocked loads, CSP violations), which should
+    be none.
     """
     checker = workdir / "checker.html"
     checker.write_text(_CHECKER.format(src=html.resolve().as_uri()))

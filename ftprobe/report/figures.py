@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
@@ -30,6 +31,9 @@ from ._access import (
     slug,
 )
 
+if TYPE_CHECKING:
+    from .grids import GridSpec
+
 __all__ = ["Figure", "draw_figures"]
 
 _DPI = 100
@@ -44,12 +48,15 @@ _MEASURES = ("entropy", "gini")
 
 @dataclass(frozen=True)
 class Figure:
-    """One written PNG and where it belongs in the report (``section`` is a metric name, or ``"scatter"``)."""
+    """One written PNG and where it belongs in the report (``section`` is a metric name, ``"scatter"`` or
+    ``"grids"``). A top-image grid also carries its :class:`~ftprobe.report.grids.GridSpec`: the page lays it out
+    in HTML with each image embedded once, rather than embedding the PNG."""
 
     path: Path
     section: str
     title: str
     caption: str = ""
+    grid: GridSpec | None = None
 
 
 def _colors(n: int) -> list[tuple[float, float, float, float]]:

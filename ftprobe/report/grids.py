@@ -8,9 +8,13 @@ as a grey placeholder.
 
 from __future__ import annotations
 
+import base64
 import functools
+import io
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +34,12 @@ from ._access import (
 )
 from .figures import Figure
 
-__all__ = ["draw_topk_grid", "render_grids", "report_channels", "topk_sets"]
+__all__ = ["GridSpec", "Thumbnails", "draw_topk_grid", "encode_thumb", "grid_html", "grid_rows", "render_grids",
+           "report_channels", "topk_sets"]
 
 SHARED_COLOR = "#e66100"
-_CELL = 96
+_CELL = 96  # thumbnail side in pixels, in the PNG grids and on the page (shown at its own size)
+_FLAT_COLOURS = 256
 
 
 def topk_sets(result: Result, layer: str, model: str) -> tuple[str, np.ndarray] | None:
@@ -117,6 +123,59 @@ def _font(size: int, bold: bool = False) -> Any:
         return ImageFont.load_default()
 
 
+@dataclass(frozen=True)
+class GridRow:
+    """One channel of a grid: its title, and per model (base, tuned) the shown ``(sample index, in the other
+    model's top-K)`` of its ranking (``-1`` = no image at that rank)."""
+
+    channel: int
+    title: str
+    sides: tuple[tuple[tuple[int, bool], ...], tuple[tuple[int, bool], ...]]
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """What one grid of the report shows: a pair, a layer, channels (each with why it was picked) and how many images
+    per model; :func:`grid_rows` reads the images from the result."""
+
+    pair: tuple[str, str]
+    layer: str
+    channels: tuple[int, ...]
+    notes: tuple[str, ...] = ()
+    show: int = 8
+
+
+def grid_rows(result: Result, layer: str, channels: Sequence[int], *, pair: tuple[str, str] | None = None,
+              show: int = 8, notes: Sequence[str] | None = None) -> tuple[str, tuple[str, str], str, list[GridRow]]:
+    """``(canonical layer, pair, K, rows)`` of a grid; the checks and errors of :func:`draw_topk_grid`."""
+    if pair is None:
+        if not result.pairs:
+            raise FtprobeError("the result has no pair of models; run `ftprobe compare BASE TUNED ...` first")
+        pair = (result.pairs[0][0], result.pairs[0][1])
+    layer = next((r["name"] for r in result.layers if r.get("spec") == layer and r["name"] != layer), layer)
+    sets = [topk_sets(result, layer, m) for m in pair]
+    if sets[0] is None or sets[1] is None:
+        raise FtprobeError(
+            f"the result has no top-k images of layer {layer!r} for {pair_label(*pair)}; run the comparison with "
+            f"--metrics topk_overlap --layers {layer}"
+        )
+    k, base_idx = sets[0]
+    tuned_idx = sets[1][1]
+    n_ch = base_idx.shape[0]
+    bad = [int(c) for c in channels if not 0 <= int(c) < n_ch]
+    if bad or not channels:
+        raise FtprobeError(f"layer {layer!r} has {n_ch} channels; pick channels in 0..{n_ch - 1} (got {bad or 'none'})")
+    show = max(1, int(show))
+    rows = []
+    for r, c in enumerate(int(c) for c in channels):
+        b, t = base_idx[c], tuned_idx[c]
+        sb, st = set(b[b >= 0].tolist()), set(t[t >= 0].tolist())
+        note = f"{notes[r]} · " if notes and r < len(notes) and notes[r] else ""
+        sides = tuple(tuple((int(i), int(i) in other) for i in idx[:show]) for idx, other in ((b, st), (t, sb)))
+        rows.append(GridRow(c, f"channel {c}: {note}{len(sb & st)} of top-{k} in both", sides))  # type: ignore[arg-type]
+    return layer, (pair[0], pair[1]), k, rows
+
+
 def draw_topk_grid(
     result: Result,
     layer: str,
@@ -141,50 +200,30 @@ def draw_topk_grid(
     Raises:
         FtprobeError: No top-k values for that layer or pair, or a channel out of range.
     """
-    if pair is None:
-        if not result.pairs:
-            raise FtprobeError("the result has no pair of models; run `ftprobe compare BASE TUNED ...` first")
-        pair = (result.pairs[0][0], result.pairs[0][1])
-    layer = next((r["name"] for r in result.layers if r.get("spec") == layer and r["name"] != layer), layer)
-    sets = [topk_sets(result, layer, m) for m in pair]
-    if sets[0] is None or sets[1] is None:
-        raise FtprobeError(
-            f"the result has no top-k images of layer {layer!r} for {pair_label(*pair)}; run the comparison with "
-            f"--metrics topk_overlap --layers {layer}"
-        )
-    k, base_idx = sets[0]
-    tuned_idx = sets[1][1]
-    n_ch = base_idx.shape[0]
-    bad = [int(c) for c in channels if not 0 <= int(c) < n_ch]
-    if bad or not channels:
-        raise FtprobeError(f"layer {layer!r} has {n_ch} channels; pick channels in 0..{n_ch - 1} (got {bad or 'none'})")
+    layer, pair, k, rows = grid_rows(result, layer, channels, pair=pair, show=show, notes=notes)
     show = max(1, int(show))
     step = _CELL + 2 * _PAD
     row_h = _TITLE + step + _LABEL
     width = 2 * show * step + _GAP
-    height = _HEAD + len(channels) * row_h
+    height = _HEAD + len(rows) * row_h
     canvas = np.ones((height, width, 3))
     paths = (result.data or {}).get("index_paths") or {}
     texts: list[tuple[float, float, str, dict]] = []
-    for r, c in enumerate(int(c) for c in channels):
+    for r, row in enumerate(rows):
         top = _HEAD + r * row_h
-        b, t = base_idx[c], tuned_idx[c]
-        sb, st = set(b[b >= 0].tolist()), set(t[t >= 0].tolist())
-        note = f"{notes[r]} · " if notes and r < len(notes) and notes[r] else ""
-        title = f"channel {c}: {note}{len(sb & st)} of top-{k} in both"
-        texts.append((_PAD, top + _TITLE - 5, _short(title, width // 7), {"size": 11}))
-        for side, (idx, other) in enumerate(((b, st), (t, sb))):
-            if not (idx >= 0).any():
+        texts.append((_PAD, top + _TITLE - 5, _short(row.title, width // 7), {"size": 11}))
+        for side, cells in enumerate(row.sides):
+            if not any(i >= 0 for i, _ in cells):
                 texts.append((side * (show * step + _GAP) + show * step / 2, top + _TITLE + step / 2,
                               "no image with a positive score", {"size": 11, "anchor": "mm", "color": (96, 96, 96)}))
-            for j in range(min(show, idx.size)):
-                i = int(idx[j])
+            for j, (i, shared) in enumerate(cells):
                 if i < 0:
                     continue
                 x = side * (show * step + _GAP) + j * step + _PAD
                 y = top + _TITLE + _PAD
-                _paste(canvas, x, y, _thumb(paths.get(str(i))), i in other)
-                if _thumb(paths.get(str(i))) is None:
+                thumb = _thumb(paths.get(str(i)))
+                _paste(canvas, x, y, thumb, shared)
+                if thumb is None:
                     texts.append((x + _CELL / 2, y + _CELL / 2, "missing",
                                   {"size": 11, "anchor": "mm", "color": (64, 64, 64)}))
                 texts.append((x + _CELL / 2, y + _CELL + _FRAME + 11, _short(_label_of(result, i)),
@@ -206,6 +245,86 @@ def draw_topk_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="PNG")
     return path
+
+
+def encode_thumb(img: np.ndarray) -> tuple[str, bytes]:
+    """``(MIME type, bytes)`` of a thumbnail ``(H, W, 3)`` uint8: PNG for flat graphics (at most 256 colours: exact
+    and small), JPEG at quality 85 for photographs (PNG would be several times larger)."""
+    from PIL import Image
+
+    pil = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
+    buf = io.BytesIO()
+    if pil.getcolors(_FLAT_COLOURS) is not None:
+        pil.quantize(_FLAT_COLOURS, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
+        return "image/png", buf.getvalue()
+    pil.save(buf, format="JPEG", quality=85, optimize=True)
+    return "image/jpeg", buf.getvalue()
+
+
+class Thumbnails:
+    """The page's top images, each embedded once: a CSS class per file whose background is its thumbnail (≤ _CELL
+    px, :func:`encode_thumb`), however many grid cells show it."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, str | None] = {}
+        self._rules: list[str] = []
+
+    def css_class(self, path: str | None) -> str | None:
+        """The class of the image at ``path``, None when it is missing or unreadable."""
+        if not path:
+            return None
+        if path not in self._classes:
+            img = _thumb(path)
+            name = None
+            if img is not None:
+                name = f"t{len(self._rules)}"
+                mime, data = encode_thumb(img)
+                self._rules.append(f".{name}{{background-image:url(data:{mime};base64,"
+                                   f"{base64.b64encode(data).decode('ascii')})}}")
+            self._classes[path] = name
+        return self._classes[path]
+
+    def css(self) -> str:
+        return "\n".join(self._rules)
+
+
+GRID_CSS = f"""
+.tk{{margin:6px 0 18px}}.tk-h{{margin:10px 0 4px;font-size:13px}}.tk-row{{display:flex;flex-wrap:wrap;
+align-items:flex-start;gap:4px 8px;margin:2px 0 6px}}.tk-m{{width:110px;font-size:12px;font-weight:600;
+overflow-wrap:anywhere;padding-top:36px}}.tk-c{{width:{_CELL}px}}.th{{width:{_CELL}px;height:{_CELL}px;
+background:#999 center/cover no-repeat;outline:1px solid #ddd}}.tk-c.shared .th{{outline:{_FRAME}px solid
+{SHARED_COLOR};outline-offset:-{_FRAME}px}}.tk-c p{{margin:2px 0 0;font-size:11px;text-align:center;white-space:nowrap;
+overflow:hidden;text-overflow:ellipsis}}.th.gone{{display:flex;align-items:center;justify-content:center;
+color:#333;font-size:11px}}.tk-none{{color:#666;font-size:12px;padding:36px 0}}
+"""
+
+
+def grid_html(result: Result, grid: GridSpec, thumbs: Thumbnails) -> str:
+    """One grid as HTML: per channel a title, then a row of the base model's top images and one of the tuned model's
+    (same rank in the same column); an orange frame marks an image in both top-K sets, its class is under it.
+    Every text is escaped; the images are :class:`Thumbnails` classes."""
+    layer, pair, k, rows = grid_rows(result, grid.layer, grid.channels, pair=grid.pair, show=grid.show,
+                                     notes=grid.notes)
+    paths = (result.data or {}).get("index_paths") or {}
+    out = [f'<div class="tk"><p class="muted">{escape(layer_label(result, layer))}: best first; orange frame: in '
+           f"both top-{escape(k)} sets</p>"]
+    for row in rows:
+        out.append(f'<p class="tk-h">{escape(row.title)}</p>')
+        for who, model, cells in (("base", pair[0], row.sides[0]), ("tuned", pair[1], row.sides[1])):
+            out.append(f'<div class="tk-row"><span class="tk-m">{who}: {escape(model)}</span>')
+            if not any(i >= 0 for i, _ in cells):
+                out.append('<span class="tk-none">no image with a positive score</span>')
+            for i, shared in cells:
+                if i < 0:
+                    continue
+                label = escape(_label_of(result, i))
+                cls = thumbs.css_class(paths.get(str(i)))
+                box = (f'<div class="th {cls}" role="img" aria-label="{label}"></div>' if cls
+                       else '<div class="th gone">missing</div>')
+                out.append(f'<div class="tk-c{" shared" if shared else ""}">{box}<p title="{label}">{label}</p></div>')
+            out.append("</div>")
+    out.append("</div>")
+    return "".join(out)
 
 
 def report_channels(result: Result, pair: tuple[str, str], layer: str) -> list[tuple[int, str]]:
@@ -266,9 +385,10 @@ def render_grids(result: Result, out_dir: str | Path, *, show: int = 8, max_pair
                 continue
             k = topk_sets(result, layer, b)[0]  # type: ignore[index]
             path = out / f"grid_pair{p_i}_layer{l_i}_{slug(layer, 24)}.png"
-            draw_topk_grid(result, layer, [c for c, _ in picks], path, pair=(b, t), show=min(show, _width(k, show)),
-                           notes=[why for _, why in picks])
-            figs.append(Figure(path, "grids", f"{layer_label(result, layer)} · {pair_label(b, t)}"))
+            spec = GridSpec((b, t), layer, tuple(c for c, _ in picks), tuple(why for _, why in picks),
+                            min(show, _width(k, show)))
+            draw_topk_grid(result, layer, spec.channels, path, pair=spec.pair, show=spec.show, notes=spec.notes)
+            figs.append(Figure(path, "grids", f"{layer_label(result, layer)} · {pair_label(b, t)}", grid=spec))
     return figs
 
 

@@ -18,6 +18,7 @@ from ftprobe.core.results import Result, Value
 
 from ._access import fmt, layer_label, layer_order, pair_values
 from .figures import Figure
+from .grids import GRID_CSS, Thumbnails, grid_html
 
 __all__ = ["ExtraSection", "build_html", "summary_sentences"]
 
@@ -203,11 +204,13 @@ def build_html(
             body += "".join(_figure(f) for f in by_section.get("scatter", []))
         body += scalar_tables(result, metric)
         sections.append((f"metric-{i}", title, body))
+    thumbs = Thumbnails()
     if by_section.get("grids"):
-        body = ('<p class="muted">Each row: a channel\'s top images in the base model (left) and the tuned model '
-                "(right), best first; an orange frame marks an image that is in both top-k sets; the class is "
+        body = ('<p class="muted">Each channel: its top images in the base model (first row) and the tuned model '
+                "(second row), best first; an orange frame marks an image that is in both top-k sets; the class is "
                 "under each image.</p>")
-        body += "".join(f"<h3>{escape(f.title)}</h3>{_figure(f)}" for f in by_section["grids"])
+        body += "".join(f"<h3>{escape(f.title)}</h3>" + (grid_html(result, f.grid, thumbs) if f.grid else _figure(f))
+                        for f in by_section["grids"])
         sections.append(("grids", "Top images per channel", body))
     for j, (title, fragment, pngs) in enumerate(extra_sections or [], start=1):
         body = str(fragment) + "".join(f"<figure>{_img(Path(p), Path(p).name)}</figure>" for p in pngs)
@@ -220,7 +223,7 @@ def build_html(
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>ftprobe report: {escape(pairs)}</title><style>{_CSS}</style></head><body>",
+        f"<title>ftprobe report: {escape(pairs)}</title><style>{_CSS}{GRID_CSS}{thumbs.css()}</style></head><body>",
         f"<header><h1>What fine-tuning changed: {escape(pairs)}</h1>",
         f"<p>ftprobe {escape(str(version))} · results.json schema version {result.schema_version}</p>",
         f"<nav>{nav}</nav></header><main>",

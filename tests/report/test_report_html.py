@@ -18,10 +18,14 @@ def page(report_dir: Path) -> str:
 
 
 def test_report_is_one_file_with_every_figure_embedded(report_dir: Path, page: str) -> None:
-    pngs = sorted((report_dir / "figures").glob("*.png"))
+    pngs = sorted(p for p in (report_dir / "figures").glob("*.png") if not p.name.startswith("grid_"))
     embedded = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(embedded) == len(pngs) >= 10
     assert sorted(base64.b64decode(e) for e in embedded) == sorted(p.read_bytes() for p in pngs)
+    # the grids are laid out in the page, each of their images embedded once, as a CSS background
+    thumbs = re.findall(r"\.(t\d+)\{background-image:url\(data:image/(?:png|jpeg);base64,[A-Za-z0-9+/=]+\)\}", page)
+    cells = re.findall(r'<div class="th (t\d+)" role="img"', page)
+    assert thumbs and len(thumbs) == len(set(thumbs)) and set(cells) == set(thumbs) and len(cells) > len(thumbs)
     refs = re.findall(r'(?:src|href)="([^"]*)"', page)
     assert refs and all(r.startswith(("data:", "#")) for r in refs), [r for r in refs if not r.startswith("data:")]
     assert "<script" not in page.lower()
