@@ -23,6 +23,7 @@ from torch import nn
 import ftprobe
 from ftprobe.core.errors import CheckpointError
 from ftprobe.core.loading import load_model
+from ftprobe.report.schema import validate_results
 from ftprobe.testing import perturbed_copy
 
 timm = pytest.importorskip("timm")  # a test dependency (pyproject [test]): installed in CI, so this runs
@@ -135,6 +136,20 @@ def test_timm_checkpoints_compare_by_api_and_cli(run_cli: Any, tmp_path: Path, t
     got, run = cli_l2(run_cli, tmp_path, base, tuned, "--arch", TIMM, "--ema")
     assert got == pytest.approx(want_ema, rel=1e-9)
     saved = json.loads((tmp_path / "cli.json").read_text())
+    validate_results(saved)
+    assert [(m["weights"], m["entry"]) for m in saved["models"]] == [("ema", "state_dict_ema")] * 2
+    assert [m["format"] for m in saved["models"]] == ["timm train script"] * 2
+
+
+@pytest.mark.slow
+def test_top_images_takes_ema(run_cli: Any, tmp_path: Path, timm_runs: dict[str, Any], image_folder: Path) -> None:
+    base, tuned = timm_runs["root"] / "base" / "last.pth.tar", timm_runs["root"] / "tuned" / "last.pth.tar"
+    run = run_cli("top-images", base, tuned, "--layer", "layer1", "--channels", "0,1", "--data", image_folder,
+                  "--arch", TIMM, "--ema", "--size", "32", "--k", "3", "--out", tmp_path / "grid.png",
+                  "--json", tmp_path / "top.json")
+    assert run.code == 0, run.err
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "top.json").read_text())
     assert [(m["weights"], m["entry"]) for m in saved["models"]] == [("ema", "state_dict_ema")] * 2
 
 
