@@ -30,13 +30,22 @@ def _register() -> None:
     from .top_images import top_images
     from .visualize import visualize
 
-    cli.add_command(compare)
-    cli.add_command(demo)
-    cli.add_command(layers)
-    cli.add_command(metrics)
-    cli.add_command(visualize)
-    cli.add_command(report)
-    cli.add_command(top_images)
+    for command in (compare, demo, layers, metrics, visualize, report, top_images):
+        command.params += _output_flags()
+        cli.add_command(command)
+
+
+def _output_flags() -> list[click.Option]:
+    """``-q`` and ``-v`` after the sub-command too (``ftprobe compare ... -q``), with the group's meaning."""
+
+    def set_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            setattr(ctx.ensure_object(App), param.name or "", True)
+
+    return [click.Option(["--quiet", "-q"], is_flag=True, expose_value=False, callback=set_flag,
+                         help="No notices and no progress bar (also accepted before the command)."),
+            click.Option(["--verbose", "-v"], is_flag=True, expose_value=False, callback=set_flag,
+                         help="Show a traceback for user errors too.")]
 
 
 _register()

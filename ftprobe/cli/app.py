@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import click
 
-__all__ = ["App"]
+__all__ = ["App", "Status"]
 
 
 class App:
@@ -57,16 +57,24 @@ class App:
         self.err.print(f"Error: {msg}", markup=False, highlight=False, style="bold red")
         raise SystemExit(code)
 
+    def status(self, text: str) -> Status:
+        """A spinner with ``text`` on stderr while slow work runs (loading models, rendering the report); ``update``
+        changes the text, ``stop`` ends it. A no-op when quiet or when stderr is not a terminal."""
+        return Status(self.err if not self.quiet and self.err.is_terminal else None, text)
+
     def progress(self, total: int | None, description: str = "streaming") -> Any:
         """A progress bar on stderr (a no-op context when quiet or when stderr is not a terminal)."""
         from contextlib import nullcontext
 
         if self.quiet or not self.err.is_terminal:
             return nullcontext(lambda n: None)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-        prog = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=self.err, transient=True)
+        columns: list[Any] = ["[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn()]
+        if total:  # an unknown length has no ETA to show
+            columns += ["eta", TimeRemainingColumn()]
+        prog = Progress(*columns, console=self.err, transient=True)
 
         class _Ctx:
             def __enter__(self_inner) -> Any:
@@ -78,3 +86,35 @@ class App:
                 prog.__exit__(*exc)
 
         return _Ctx()
+
+
+class Status:
+    """One spinner line that the caller updates and stops (stop is idempotent; also a context manager)."""
+
+    def __init__(self, console: Any, text: str) -> None:
+        self._live: Any = None
+        if console is not None:
+            from rich.live import Live
+            from rich.spinner import Spinner
+            from rich.text import Text
+
+            self._text = Text  # Text, not markup: a path with [brackets] shows as typed
+            self._spinner = Spinner("dots", self._text(text), style="green")
+            self._live = Live(self._spinner, console=console, transient=True, refresh_per_second=12.5)
+            self._live.start(refresh=True)
+
+    def update(self, text: str) -> None:
+        if self._live is not None:
+            self._spinner.update(text=self._text(text))
+            self._live.refresh()  # each step is drawn at least once, however quick
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def __enter__(self) -> Status:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

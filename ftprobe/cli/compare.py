@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ._lock import output_lock
 from ._options import parse_metric_options
 from .app import App
 
@@ -35,6 +37,9 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
 @click.option("--ema", is_flag=True,
               help="Use the EMA weights of checkpoints that hold two sets (timm's state_dict_ema, torchvision's "
                    "model_ema); without it, the training weights.")
+@click.option("--label", "label", multiple=True, metavar="NAME",
+              help="Name of a model in tables and reports: once per model, in order (BASE first). Default: the file "
+                   "name, or the shortest part of the path that tells two files of one name apart.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Use a seeded random subset of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit.")
@@ -67,6 +72,7 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
 def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...], tuned_layers: tuple[str, ...],
             metrics: str | None,
             data: str | None, pairs: str, arch: tuple[str, ...], trust_checkpoint: bool, ema: bool,
+            label: tuple[str, ...],
             batch_size: int,
             limit: int | None, seed: int, device: str, preprocess: str, size: int | None, input_size: int | None,
             workers: str, amp: str | None, checkpoint_every: int, resume: bool, raw_options: tuple[str, ...],
@@ -99,55 +105,76 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
     for target in targets:
         if target.exists() and not target.is_dir():
             raise click.BadParameter(f"{str(target)!r} exists and is not a folder", param_hint="--out/--json")
+    if label and len(label) != 1 + len(tuned):
+        raise click.BadParameter(f"given {len(label)} times for {1 + len(tuned)} models; give one NAME per model, "
+                                 "in order (BASE first)", param_hint="--label")
     quiet_json = json_path == "-"
-    if os.environ.get("RANK", "0") != "0":
-        app.quiet = True
-    if quiet_json:
+    rank0 = os.environ.get("RANK", "0") == "0"
+    if not rank0 or quiet_json:
         app.quiet = True
     arch_arg: Any = None if not arch else (arch[0] if len(arch) == 1 else list(arch))
     progress_ctx: Any = None
-
-    def on_start(n: int | None) -> None:
-        nonlocal progress_ctx
-        progress_ctx = app.progress(n)
-        advance = progress_ctx.__enter__()
-        callbacks["advance"] = advance
-
     callbacks: dict[str, Any] = {"advance": lambda n: None}
-    try:
-        result = run_compare(
-            base, *tuned, layers=_layers_arg(layers, tuned_layers), tuned_layers=list(tuned_layers) or None,
-            data=data, metrics=metrics, options=options, pairs=pairs,
-            arch=arch_arg, trust=trust_checkpoint, ema=ema or None, batch_size=batch_size, limit=limit, seed=seed,
-            device=device,
-            preprocess=preprocess, size=size, input_size=input_size, workers=_workers(workers, device),
-            disabled=disabled, notice=app.notice, progress=lambda n: callbacks["advance"](n), on_start=on_start,
-            checkpoint=Path(out_dir) / "checkpoint.pt", checkpoint_every=checkpoint_every, resume=resume, amp=amp,
-            argv=_argv(),
-        )
-    finally:
-        if progress_ctx is not None:
-            progress_ctx.__exit__(None, None, None)
-    if os.environ.get("RANK", "0") != "0":  # torchrun: every rank holds the merged result; rank 0 writes it
-        return
-    if quiet_json:
-        app.write_raw(result.to_json())
-    else:
-        for table in metric_tables(result):
-            app.print(table)
-        for line in summary_lines(result):
-            app.info(line)
-        for w in result.warnings:
-            app.warn(w)
-        if json_path:
-            app.info(f"results written to {result.save(json_path)}")
-        else:
-            from ftprobe.report import write_report
+    with ExitStack() as stack:
+        if rank0:  # torchrun: rank 0 writes, so only rank 0 holds the output
+            for target, option in _outputs(out_dir, json_path, checkpoint_every, resume):
+                stack.enter_context(output_lock(target, option, command=" ".join(_argv())))
+        spinner = app.status(f"loading {base}…")
+        stack.callback(spinner.stop)
 
-            html = write_report(result, out_dir)
-            app.info(f"results, figures and report written to {Path(out_dir)} (open {html})")
+        def on_start(n: int | None) -> None:
+            nonlocal progress_ctx
+            spinner.stop()  # one live display at a time: the progress bar takes over
+            progress_ctx = app.progress(n)
+            callbacks["advance"] = progress_ctx.__enter__()
+
+        try:
+            result = run_compare(
+                base, *tuned, layers=_layers_arg(layers, tuned_layers), tuned_layers=list(tuned_layers) or None,
+                data=data, metrics=metrics, options=options, pairs=pairs,
+                arch=arch_arg, trust=trust_checkpoint, ema=ema or None, labels=list(label) or None,
+                batch_size=batch_size, limit=limit,
+                seed=seed, device=device, preprocess=preprocess, size=size, input_size=input_size,
+                workers=_workers(workers, device), disabled=disabled, notice=app.notice,
+                progress=lambda n: callbacks["advance"](n), on_start=on_start, status=spinner.update,
+                checkpoint=Path(out_dir) / "checkpoint.pt", checkpoint_every=checkpoint_every, resume=resume, amp=amp,
+                argv=_argv(),
+            )
+        finally:
+            spinner.stop()
+            if progress_ctx is not None:
+                progress_ctx.__exit__(None, None, None)
+        if not rank0:  # torchrun: every rank holds the merged result; rank 0 writes it
+            return
+        if quiet_json:
+            app.write_raw(result.to_json())
+        else:
+            for w in result.warnings:  # first: an interrupted run's warning speaks of "the values below"
+                app.warn(w)
+            for table in metric_tables(result):
+                app.print(table)
+            for line in summary_lines(result):
+                app.info(line)
+            if json_path:
+                app.info(f"results written to {result.save(json_path)}")
+            else:
+                from ftprobe.report import write_report
+
+                with app.status("rendering report…"):
+                    html = write_report(result, out_dir)
+                app.info(f"results, figures and report written to {Path(out_dir)} (open {html})")
     if result.run.get("interrupted"):
         raise SystemExit(130)
+
+
+def _outputs(out_dir: str, json_path: str | None, checkpoint_every: int, resume: bool) -> list[tuple[str, str]]:
+    """What this run writes, to lock: the --out folder (results, report, checkpoint) or the --json file."""
+    if not json_path:
+        return [(out_dir, "--out")]
+    targets = [] if json_path == "-" else [(json_path, "--json")]
+    if checkpoint_every or resume:
+        targets.append((out_dir, "--out"))
+    return targets
 
 
 def _layers_arg(layers: tuple[str, ...], tuned_layers: tuple[str, ...]) -> Any:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
+from ftprobe.core._summary import format_number as fmt
 from ftprobe.core.results import Result, Value
 
 __all__ = ["fmt", "metric_tables", "summary_lines"]
-
-
-def fmt(x: float) -> str:
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return str(x)
-    if x == int(x) and abs(x) < 1e9:
-        return str(int(x))
-    if abs(x) >= 1e4 or (abs(x) < 1e-3 and x != 0):
-        return f"{x:.4e}"
-    return f"{x:.5f}"
 
 
 def _keys(values: Iterable[Value]) -> list[str]:
@@ -30,8 +21,29 @@ def _keys(values: Iterable[Value]) -> list[str]:
     return keys
 
 
+_AT = re.compile(r"^(?P<key>.+)@(?P<k>[^@]+)$")
+
+
+def _split_at(keys: list[str]) -> tuple[list[str], list[str], list[str]] | None:
+    """Keys like ``overlap_mean@100``, ``overlap_mean@1000`` with two or more ``@`` values → (plain keys, base keys,
+    k values), so a table gets a ``k`` column instead of one column per key and k; ``None`` otherwise."""
+    plain, base, ks = [], [], []
+    for key in keys:
+        m = _AT.match(key)
+        if m is None:
+            plain.append(key)
+            continue
+        if m["key"] not in base:
+            base.append(m["key"])
+        if m["k"] not in ks:
+            ks.append(m["k"])
+    return (plain, base, ks) if len(ks) > 1 else None
+
+
 def metric_tables(result: Result) -> list[Any]:
-    """One table per metric (and scope): a row per (subject, layer), a column per scalar key."""
+    """One table per metric (and scope): a row per (subject, layer), a column per scalar key. Keys measured at several
+    top-k sizes (``overlap_mean@100`` ...) get a row per k and a ``k`` column, so headers stay whole; a column that
+    does not fit folds onto more lines rather than being cut."""
     from rich.table import Table
 
     tables = []
@@ -44,17 +56,29 @@ def metric_tables(result: Result) -> list[Any]:
                 continue
             vals.sort(key=lambda v: (v.subject, layer_order.get(v.layer, len(layer_order))))
             keys = _keys(vals)
+            split = _split_at(keys)
             title = f"{metric} ({'per pair' if scope == 'pair' else 'per model'})"
             notes = [f"note ({'; '.join(places)}): {note}" for note, places in result.notes(metric, scope)]
             table = Table(title=title, title_justify="left", caption="\n".join(notes) or None,
                           caption_justify="left", caption_style="yellow")  # the values' cautions, under them
-            table.add_column("pair" if scope == "pair" else "model")
-            table.add_column("layer")
+            table.add_column("pair" if scope == "pair" else "model", overflow="fold")
+            table.add_column("layer", overflow="fold")
+            if split is None:
+                rows: list[tuple[str, list[str]]] = [("", keys)]
+            else:
+                plain, base, ks = split
+                table.add_column("k", justify="right", overflow="fold")
+                rows = [(k, plain + [f"{b}@{k}" for b in base]) for k in ks]
+                keys = plain + base
             for k in keys:
-                table.add_column(k, justify="right")
+                table.add_column(k, justify="right", overflow="fold")
             for v in vals:
                 shown = v.layer if typed.get(v.layer, v.layer) == v.layer else f"{v.layer} ({typed[v.layer]})"
-                table.add_row(v.subject, shown, *[fmt(v.scalars[k]) if k in v.scalars else "" for k in keys])
+                n_plain = 0 if split is None else len(split[0])
+                mine = [r for r in rows if split is None or any(key in v.scalars for key in r[1][n_plain:])]
+                for k_value, row_keys in mine or [("", rows[0][1])]:  # a value with no key at any k: one row
+                    cells = [fmt(v.scalars[key]) if key in v.scalars else "" for key in row_keys]
+                    table.add_row(v.subject, shown, *([k_value] if split is not None else []), *cells)
             tables.append(table)
     return tables
 

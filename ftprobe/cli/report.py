@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ._lock import output_lock
 from .app import App
 
 
@@ -24,6 +25,7 @@ def report(app: App, results: str, out_dir: str | None, summary: tuple[str, ...]
     src = Path(results)
     load_results(src)  # a clear error (missing file, not JSON, wrong schema) before anything is written
     out = Path(out_dir) if out_dir else (src if src.is_dir() else src.parent)
-    html = write_report(src, out, summary_lines=list(summary) or None)
+    with output_lock(out, command=f"ftprobe report {results}"):  # not while a compare writes into that folder
+        html = write_report(src, out, summary_lines=list(summary) or None)
     app.info(f"figures in {out / 'figures'}")
     app.info(f"report written to {html}")

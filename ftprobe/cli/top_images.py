@@ -74,16 +74,27 @@ def top_images(app: App, base: str, tuned: str, layer: str, channels: list[int],
     if not out_path.lower().endswith(".png"):
         raise click.BadParameter(f"{out_path!r}: the grid is a PNG; give a file name ending in .png",
                                  param_hint="--out")
+    def check_layer(records: list[dict[str, Any]]) -> None:
+        """Right after the probe, before any image is streamed: one layer, and channels it has."""
+        from ftprobe.core.views import num_channels
+
+        if len(records) != 1:
+            names = ", ".join(r["name"] for r in records)
+            raise FtprobeError(f"--layer {layer!r} matches {len(records)} layers ({names}); name exactly one")
+        [rec] = records
+        n = num_channels(rec.get("shape") or (), rec.get("layout", "auto"))
+        bad = [c for c in channels if c >= n]
+        if bad:
+            raise FtprobeError(f"--channels {','.join(map(str, bad))}: layer {rec['name']!r} has {n} channels, "
+                               f"numbered 0 to {n - 1}; give channel numbers below {n}")
+
     result = compare(
         base, tuned, layers=[layer], data=data, metrics="topk_overlap",
         options={"topk_overlap": {"k": k, "score": score}},
         arch=None if not arch else (arch[0] if len(arch) == 1 else list(arch)), trust=trust_checkpoint, ema=ema or None,
         batch_size=batch_size, limit=limit, seed=seed, device=device, preprocess=preprocess, size=size,
-        workers=workers, notice=app.notice,
+        workers=workers, notice=app.notice, on_prepared=check_layer,
     )
-    if len(result.layers) != 1:
-        names = ", ".join(r["name"] for r in result.layers)
-        raise FtprobeError(f"--layer {layer!r} matches {len(result.layers)} layers ({names}); name exactly one")
     name = result.layers[0]["name"]
     if json_path:
         result.save(json_path)
