@@ -81,8 +81,8 @@ def layer_l2(deltas: dict[str, torch.Tensor], layer: str) -> float:
 @pytest.fixture(scope="module")
 def tv_adapter(tmp_path_factory):
     """A torchvision resnet18 base saved with ftprobe.save, a rsLoRA adapter on its convolutions, fc trained in full,
-    written four ways: the adapter folder, torch.save and safetensors of the unmerged PeftModel.state_dict(), and
-    safetensors of get_peft_model_state_dict (the adapter's tensors only)."""
+    written five ways: the adapter folder (safetensors and .bin), torch.save and safetensors of the unmerged
+    PeftModel.state_dict(), and safetensors of get_peft_model_state_dict (the adapter's tensors only)."""
     from safetensors.torch import save_file
 
     root = tmp_path_factory.mktemp("tv")
@@ -90,6 +90,7 @@ def tv_adapter(tmp_path_factory):
     ftprobe.save(base, root / "base.safetensors", arch="torchvision:resnet18", num_classes=5)
     model = lora(base, "fc", r=4, lora_alpha=8, use_rslora=True, target_modules=CONV_TARGETS)
     model.save_pretrained(root / "adapter")
+    model.save_pretrained(root / "adapter_bin", safe_serialization=False)  # adapter_model.bin
     (root / "sd").mkdir()
     torch.save(model.state_dict(), root / "sd" / "lora.pt")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "sd" / "lora.safetensors"))
@@ -98,12 +99,13 @@ def tv_adapter(tmp_path_factory):
     return root, base, model
 
 
-@pytest.mark.parametrize("which", ["adapter", "sd/lora.pt", "sd/lora.safetensors", "sd/adapter_only.safetensors"])
+@pytest.mark.parametrize("which", ["adapter", "adapter_bin", "sd/lora.pt", "sd/lora.safetensors",
+                                   "sd/adapter_only.safetensors"])
 def test_conv_rslora_adapter_delta_is_scale_b_a(tv_adapter, which):
     root, base, model = tv_adapter
     lm = load_model(root / which, base=load_model(root / "base.safetensors"))
     assert lm.kind == "peft" and type(lm.module) is type(base)
-    assert lm.format == ("PEFT adapter folder" if which == "adapter" else "PEFT LoRA state dict")
+    assert lm.format == ("PEFT adapter folder" if which.startswith("adapter") else "PEFT LoRA state dict")
     assert [n for n, _ in lm.module.named_modules()] == [n for n, _ in base.named_modules()]  # base's names
     assert "r=4, lora_alpha=8, rslora=True" in lm.notes[0] and "scale 4 " in lm.notes[0]  # 8 / sqrt(4)
     assert "merge_and_unload" in lm.notes[0] and "modules_to_save (trained in full): fc" in lm.notes[0]
