@@ -215,7 +215,11 @@ def is_checkpoint_source(source: object) -> bool:
         return True
     if not isinstance(source, str):
         return False
-    return _local_dir(source) is not None or os.path.exists(source) or split_spec(source) is None
+    from ftprobe.core._hf import HF_PREFIX
+
+    if os.path.exists(source) or _local_dir(source) is not None:
+        return True
+    return split_spec(source) is None and not source.startswith(HF_PREFIX)
 
 
 def _local_dir(text: str) -> str | None:
@@ -477,7 +481,7 @@ def _folder_weights(req: LoadRequest) -> tuple[dict[str, Tensor], list[Path], st
             continue
         if name.endswith(".safetensors"):
             return read_safetensors(file, req.map_location)[0], [file], "safetensors"
-        obj, _ = torch_load(file, False, req.map_location)
+        obj, _ = torch_load(file, req.trust, req.map_location)
         if not isinstance(obj, Mapping):
             raise CheckpointError(f"{file} holds a {type(obj).__name__}, not a state dict.")
         return extract_state_dict(file, obj).state_dict, [file], "state_dict"

@@ -153,6 +153,15 @@ def test_top_images_takes_ema(run_cli: Any, tmp_path: Path, timm_runs: dict[str,
     assert [(m["weights"], m["entry"]) for m in saved["models"]] == [("ema", "state_dict_ema")] * 2
 
 
+def test_ema_applies_to_checkpoint_files_and_folders_only(tmp_path: Path) -> None:
+    from ftprobe.core.loading import is_checkpoint_source
+
+    assert [is_checkpoint_source(s) for s in (RESNET, "timm:test_resnet", "hf:org/model", nn.Linear(1, 1))] == [
+        False, False, False, False]
+    assert [is_checkpoint_source(s) for s in (tmp_path, str(tmp_path / "x.pt"), f"local-dir:{tmp_path}")] == [
+        True, True, True]
+
+
 def test_timm_checkpoint_without_arch_suggests_the_model_its_args_name(timm_runs: dict[str, Any]) -> None:
     with pytest.raises(CheckpointError, match=r"--arch timm:test_resnet is probably right"):
         load_model(timm_runs["root"] / "tuned" / "last.pth.tar")
@@ -277,6 +286,9 @@ def test_torchvision_reference_checkpoints_compare(run_cli: Any, tmp_path: Path,
     assert api_l2(base, tuned, arch=RESNET, ema=True)[0] == pytest.approx(want_ema, rel=1e-9)
     got, _ = cli_l2(run_cli, tmp_path, base, tuned, "--arch", RESNET, "--ema")
     assert got == pytest.approx(want_ema, rel=1e-9)
+    _, run = cli_l2(run_cli, tmp_path, RESNET, tuned, "--arch", RESNET, "--ema")  # --ema skips the spec
+    saved = json.loads((tmp_path / "cli.json").read_text())
+    assert [m["weights"] for m in saved["models"]] == ["random", "ema"]
     run = run_cli("layers", tuned, "--arch", RESNET, "--ema", "--filter", "layer1")
     assert run.code == 0, run.err
     assert "layer1" in run.out and "EMA weights read from the checkpoint's 'model_ema' entry" in run.err
