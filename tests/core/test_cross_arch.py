@@ -5,6 +5,7 @@ refused, a replaced head of another width through CKA, and the CLI end to end.""
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -88,9 +89,16 @@ def _reference_matrix(xs: list[list[np.ndarray]], ys: list[list[np.ndarray]], es
 ESTIMATORS = {"exact": {}, "debiased": {"debiased": True}, "minibatch": {"estimator": "minibatch"}}
 
 
-def _resnets() -> tuple[nn.Module, nn.Module]:
+@functools.lru_cache(maxsize=1)
+def _built_resnets() -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
     return torchvision.models.resnet18(num_classes=10), torchvision.models.resnet34(num_classes=10)
+
+
+def _resnets() -> tuple[nn.Module, nn.Module]:
+    """Random-init resnet18 and resnet34 (built once per session: initialising resnet34 costs more than a test's
+    forwards), as fresh copies."""
+    return copy.deepcopy(_built_resnets())
 
 
 def _star(result: ftprobe.Result):
