@@ -31,7 +31,7 @@ from ftprobe.functional.topk import (
     topk_as_state,
 )
 
-__all__ = ["TopKMetricBase", "short_sets", "summarize"]
+__all__ = ["TopKMetricBase", "channels_have", "short_sets", "summarize"]
 
 _SCORE_VIEWS = {"mean": "gap", "max": "max"}
 _GB = 1e9
@@ -78,9 +78,15 @@ def short_sets(sizes: Tensor, k: int | str, live: Tensor, what: str) -> tuple[di
     lo, hi = int(used[live].min()), int(used[live].max())
     values = {f"k_used@{k}": used, f"k_used_min@{k}": lo, f"k_used_max@{k}": hi}
     span = f"{lo}" if lo == hi else f"{lo} to {hi}"
-    note = (f"k={k}: {count} of {int(live.sum())} channels have fewer than {k} positive images (the data has too few "
-            f"images, or the channel is rarely active), so their top-{k} sets hold {span} images; {what}")
+    note = (f"k={k}: {count} of {int(live.sum())} channels {channels_have(count)} fewer than {k} positive images "
+            f"(the data has too few images, or the channel is rarely active), so their top-{k} sets hold {span} "
+            f"images; {what}")
     return values, note
+
+
+def channels_have(count: int) -> str:
+    """``"has"`` or ``"have"``, for a sentence about ``count`` channels."""
+    return "has" if count == 1 else "have"
 
 
 def _channels(shape: Sequence[int]) -> int:

@@ -12,7 +12,7 @@ from ftprobe.core.errors import MetricNeedsError
 from ftprobe.core.metric import SAME, Metric, Need, RunContext
 from ftprobe.functional.concentration import class_histogram, dominant_class, gini, normalized_entropy
 from ftprobe.functional.topk import KSpec, alive_channels, topk_prefix, topk_set_sizes
-from ftprobe.metrics._topk_base import TopKMetricBase, short_sets, summarize
+from ftprobe.metrics._topk_base import TopKMetricBase, channels_have, short_sets, summarize
 
 __all__ = ["ClassConcentration"]
 
@@ -95,8 +95,8 @@ class ClassConcentration(TopKMetricBase):
             )
         dead = int((~alive).sum())
         out: dict[str, Any] = {"dead_channels": dead}
-        notes = [f"{dead} of {alive.numel()} channels have no positive image (dead_channels): their {self.measure} is "
-                 "undefined (NaN) and left out of the mean, median and quartiles" if dead else ""]
+        notes = [f"{dead} of {alive.numel()} channels {channels_have(dead)} no positive image (dead_channels): their "
+                 f"{self.measure} is undefined (NaN) and left out of the mean, median and quartiles" if dead else ""]
         for k in self._ks:
             hist = class_histogram(topk_prefix(t, k).labels, self._num_classes, self._multilabel)
             m = normalized_entropy(hist) if self.measure == "entropy" else gini(hist)

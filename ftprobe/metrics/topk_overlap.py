@@ -9,7 +9,7 @@ import torch
 
 from ftprobe.core.metric import SAME, Metric, Need
 from ftprobe.functional.topk import alive_channels, topk_overlap, topk_set_sizes
-from ftprobe.metrics._topk_base import TopKMetricBase, short_sets, summarize
+from ftprobe.metrics._topk_base import TopKMetricBase, channels_have, short_sets, summarize
 
 __all__ = ["TopKOverlap"]
 
@@ -92,8 +92,8 @@ class TopKOverlap(TopKMetricBase):
         dead = int((~live).sum())
         if dead:
             out["dead_in_both"] = dead
-            notes.append(f"{dead} of {channels} channels have no positive image in either model: their overlap is "
-                         "undefined (NaN) and left out of the mean, median and quartiles")
+            notes.append(f"{dead} of {channels} channels {channels_have(dead)} no positive image in either model: "
+                         "their overlap is undefined (NaN) and left out of the mean, median and quartiles")
         if any(notes):
             out["note"] = "; ".join(n for n in notes if n)
         return out
