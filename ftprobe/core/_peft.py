@@ -105,8 +105,11 @@ def _identities(base: LoadedModel) -> list[str]:
 
 
 def _same(wanted: str, names: list[str]) -> bool:
+    """Whether the base the adapter names is one of the base's names: equal, the same folder, or the hub id of a
+    snapshot folder in the Hugging Face cache (``.../models--ORG--NAME/snapshots/HASH``)."""
+    cached = "models--" + wanted.replace("/", "--")
     for name in names:
-        if name == wanted:
+        if name == wanted or cached in Path(name).parts:
             return True
         a, b = Path(wanted).expanduser(), Path(name).expanduser()
         if a.exists() and b.exists() and a.resolve() == b.resolve():

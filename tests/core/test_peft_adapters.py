@@ -296,3 +296,14 @@ def test_other_adapter_types_say_how_to_compare_them(vit_adapter, tmp_path):
     ia3.save_pretrained(tmp_path / "ia3")
     with pytest.raises(CheckpointError, match=r"PEFT IA3 adapter; ftprobe compares LoRA adapters.*merge_and_unload"):
         load_model(tmp_path / "ia3", base=base)
+
+
+def test_the_base_name_matches_a_folder_or_a_cached_snapshot_of_it(tmp_path, monkeypatch):
+    from ftprobe.core._peft import _same
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vit").mkdir()
+    assert _same("vit", [str(tmp_path / "vit")])  # a relative path, as the training script gave it
+    assert _same("google/vit-base", ["/cache/hub/models--google--vit-base/snapshots/abc123"])
+    assert not _same("google/vit-base", ["/cache/hub/models--google--vit-large/snapshots/abc123"])
+    assert not _same("vit", [str(tmp_path / "other")])
