@@ -133,14 +133,17 @@ def _top_level_is_dict(path: Path) -> bool | None:
 
 def _untrusted_message(path: Path, names: list[str]) -> str:
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    if _top_level_is_dict(path):
+    top_dict = _top_level_is_dict(path)
+    if top_dict:
         what = (
             f"{path} is a checkpoint dict that holds pickled Python objects besides tensors and plain data "
             f"(of class {shown}). Loading them runs code from those classes, or from whatever the file says they are."
         )
-    else:
-        what = f"{path} holds pickled Python objects, not just tensors: a pickled {shown} (a whole pickled nn.Module " \
-               "looks like this)."
+    elif top_dict is False:
+        what = f"{path} holds pickled Python objects, not just tensors: a pickled {shown} (a whole pickled " \
+               "nn.Module looks like this)."
+    else:  # the legacy (non-zip) format: what the objects are is not read here
+        what = f"{path} holds pickled Python objects, not just tensors (it names {shown})."
     return f"{what} {TRUST_HELP}"
 
 

@@ -1,17 +1,24 @@
-"""Load the models to compare: module objects, model specs, and checkpoint files; save state dicts ftprobe reloads.
+"""Load the models to compare: module objects, model specs, checkpoint files and folders; save state dicts ftprobe
+reloads.
 
 Sources :func:`load_model` accepts:
 
-- an ``nn.Module`` (used as is, not copied or moved);
-- a spec ``torchvision:NAME[:WEIGHTS]`` or ``timm:NAME[:pretrained]`` (unless a file of that name exists);
-- a file: ``.safetensors`` (or any file in that format), a TorchScript archive, or a ``torch.save`` file read with
-  ``weights_only=True``: a state dict (bare, or under ``state_dict`` / ``model`` / ``module``, possibly written by
-  :func:`save_model` with its architecture). A pickled whole ``nn.Module`` runs code when unpickled, so it loads
-  only with ``trust=True`` (``--trust-checkpoint``).
+- an ``nn.Module`` (used as is, not copied or moved; a TorchScript module cannot be hooked and is refused);
+- a spec ``torchvision:NAME[:WEIGHTS]`` or ``timm:NAME[:pretrained]`` (unless a file of that name exists); without
+  weights the model is randomly initialised, and a note says so;
+- a file, through :data:`FILE_FORMATS`: ``.safetensors`` (or any file in that format), a TorchScript archive (its
+  weights loaded into ``arch``), or a ``torch.save`` file read with ``weights_only=True`` (plus the plain-data classes
+  training scripts store, such as their ``argparse.Namespace``): a state dict, bare or under ``state_dict`` / ``model``
+  / ``module``, as ftprobe, timm's train script, torchvision's reference scripts and Lightning write them; ``ema=True``
+  picks the EMA set. A pickled whole ``nn.Module`` runs code when unpickled, so it loads only with ``trust=True``
+  (``--trust-checkpoint``);
+- a folder (also spelt ``local-dir:PATH``): transformers and PEFT folders (``ftprobe.core._hf`` / ``_peft``), then
+  :data:`FOLDER_FORMATS`: a timm hub folder, or weights with or without a shard index.
 
 A state dict needs an architecture: ``arch="torchvision:NAME"`` / ``"timm:NAME"`` (``--arch``) or the metadata
-:func:`save_model` wrote. A replaced classification head and missing or extra auxiliary heads are handled and
-reported in :attr:`LoadedModel.head` / :attr:`LoadedModel.notes`; any other mismatch is a :class:`CheckpointError`.
+:func:`save_model` wrote (or a timm hub folder's ``config.json``). A replaced classification head and missing or extra
+auxiliary heads are handled and reported in :attr:`LoadedModel.head` / :attr:`LoadedModel.notes`; any other mismatch
+is a :class:`CheckpointError`.
 """
 
 from __future__ import annotations

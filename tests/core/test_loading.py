@@ -391,6 +391,7 @@ def test_pickled_module_is_refused_without_trust_and_loads_with_it(tmp_path: Pat
         load_model(path)
     msg = str(info.value)
     assert "torch.nn.modules.container.Sequential" in msg and "--trust-checkpoint" in msg
+    assert "a pickled torch.nn.modules.container.Sequential" in msg and "checkpoint dict" not in msg
     assert "arbitrary code" in msg and "torch.save(model.state_dict(), path)" in msg and "--arch" in msg
     lm = load_model(path, trust=True)
     assert (lm.kind, lm.label) == ("pickle", "whole")
