@@ -279,8 +279,8 @@ class Engine:
                 raise MetricNeedsError(f"metric {req.name!r} cannot run on these models: it {reason}. Leave it out "
                                        "of --metrics")
             reasons.append(f"metric {req.name!r} {reason}")
-            self.skipped.append({"metric": req.name, "reason": f"it {reason}"})
-            self.notice(f"skipped metric {req.name!r}: it {reason}")
+            self.skipped.append({"metric": req.name, "reason": reasons[-1]})  # as select_metrics words its reasons
+            self.notice(f"skipped {reasons[-1]}")
         if not kept:
             raise MetricNeedsError("no metric can run on these models: " + "; ".join(reasons))
         self.requests = kept

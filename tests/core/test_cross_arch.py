@@ -168,7 +168,8 @@ def test_metrics_that_pair_units_are_skipped_with_a_notice_when_not_named() -> N
     skipped = {s["metric"]: s["reason"] for s in r.skipped_metrics}
     for name in ("weight_l2", "topk_overlap"):
         assert "same architecture" in skipped[name]
-        assert any(n.startswith(f"skipped metric {name!r}") for n in notes)
+        assert skipped[name].startswith(f"metric {name!r} pairs ")  # the summary line names the metric
+        assert any(n == f"skipped {skipped[name]}" for n in notes)
         assert not list(r.select(name))
     assert r.get("cka", "layer4", "cka") > 0
 
@@ -273,7 +274,7 @@ def test_cli_end_to_end_with_tuned_layers_writes_the_heatmap(run_cli, image_fold
         "--tuned-layers", "layer1", "--tuned-layers", "layer3", "--tuned-layers", "layer4", "--data", image_folder,
         "--size", "32", "--batch-size", "6", "--device", "cpu", "--out", out)
     assert code == 0, err
-    assert "skipped metric 'topk_overlap'" in stdout + err and "Traceback" not in stdout + err
+    assert "skipped metric 'topk_overlap' pairs channels" in stdout + err and "Traceback" not in stdout + err
     res = json.loads((out / "results.json").read_text())
     star = next(v for v in res["values"] if v["metric"] == "cka" and v["layer"] == "*")
     assert star["arrays"]["tuned_layers"] == ["layer1", "layer3", "layer4"]
