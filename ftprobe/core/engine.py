@@ -261,7 +261,7 @@ class Engine:
                 return (f"pairs {what} one to one, so it needs models of the same architecture compared on the same "
                         f"layers, and {mb.label} and {mt.label} {why}; metrics of whole representations (cka) run "
                         "across architectures")
-        if cls.layerwise and not self.paired:
+        if (cls.layerwise or Need.WEIGHTS in cls.needs) and not self.paired:  # a WeightStep holds paired modules
             counts = " and ".join(str(len(r)) for r in self.model_layers)
             return (f"compares layer i of one model with layer i of the other, but the layer lists have {counts} "
                     "layers; pass lists of equal length (--layers / --tuned-layers) to pair them")

@@ -241,6 +241,9 @@ class MetricContract:
             f"{name}: needs must include Need.ACTIVATIONS or Need.WEIGHTS")
         assert Need.LABELS not in needs or Need.ACTIVATIONS in needs, f"{name}: Need.LABELS needs Need.ACTIVATIONS"
         assert isinstance(cls.scope, Scope) and isinstance(cls.layerwise, bool)
+        assert isinstance(cls.pairs_units, bool), (
+            f"{name}: pairs_units must be True (it matches unit i with unit i: same architecture only) or False (it "
+            "compares whole representations of any widths)")
         if model_scoped(cls):
             assert cls.compare is not Metric.compare, f"{name} is Scope.MODEL: implement compare(base, tuned)"
         metric = cls(**contract_spec.kwargs)
