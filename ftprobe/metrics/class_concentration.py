@@ -37,7 +37,9 @@ class ClassConcentration(TopKMetricBase):
     channels, ``{measure}@k`` ``(C,)`` (NaN = dead), ``class_histogram@k`` ``(C, num_classes)`` counts,
     ``dominant_class@k`` ``(C,)`` (-1 = dead) and ``dominant_share@k`` ``(C,)``. ``compare`` gives the change
     tuned − base of the layer mean and median (``{measure}_mean_change@k``, ``{measure}_median_change@k``) and
-    ``{measure}_change@k`` ``(C,)``, the per-channel difference (NaN unless the channel is alive in both models).
+    ``{measure}_change@k`` ``(C,)``, the per-channel difference (NaN unless the channel is alive in both models),
+    left out (with a note) when the channels do not correspond: models of different architectures, or a layer
+    whose width differs (a replaced head).
 
     Options:
         measure: ``"entropy"`` (default, normalised) or ``"gini"``.
