@@ -239,6 +239,8 @@ def load_adapter(
         except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as exc:
             targets = sorted(config.target_modules) if isinstance(config.target_modules, (set, list)) \
                 else config.target_modules
+            if "not found in the base model" in str(exc) or "No modules were targeted" in str(exc):
+                raise misfit(f"its target modules {targets} are not found in the base model") from exc
             raise misfit(f"peft cannot apply it: {str(exc).splitlines()[0][:300]} (target modules {targets})") from exc
         if sd is None:
             weights = load_peft_weights(str(path), device=str(torch.device(map_location)))
@@ -253,7 +255,7 @@ def load_adapter(
         info = _describe(peft_model, config, adapter_name)
         merged = peft_model.merge_and_unload()
     if [n for n, _ in merged.named_modules()] != [n for n, _ in base.module.named_modules()]:
-        raise misfit("merging it changed the module tree of the base")  # a defensive check: peft keeps the tree
+        raise RuntimeError(f"merging {path} changed the module names of the base")  # a bug: peft keeps the tree
     notes.insert(0, info)
     digest = folder_sha256(path) if sd is None else sha256(path)
     return LoadedModel(
@@ -280,8 +282,8 @@ def _check_fit(weights: Mapping[str, Tensor], expected: Mapping[str, Tensor], mi
 
 def _check_frozen(sd: Mapping[str, Tensor], base: nn.Module, misfit: _Misfit, notes: list[str]) -> None:
     """A whole ``PeftModel.state_dict()`` holds the frozen base weights too: they must be the given base's."""
-    params = dict(base.named_parameters())
-    buffers = dict(base.named_buffers())
+    params = dict(base.named_parameters(remove_duplicate=False))  # tied weights under each of their names
+    buffers = dict(base.named_buffers(remove_duplicate=False))
     changed_buffers = []
     for key, tensor in sd.items():
         if "lora_" in key or ".modules_to_save." in key:
