@@ -249,7 +249,12 @@ class Engine:
         if getattr(cls, "pairs_units", True):
             for b, t in self.pairs:
                 if self._units[(b, t)]:
-                    if not cls.layerwise and Need.WEIGHTS not in cls.needs and self._widths_differ[(b, t)]:
+                    acts = Need.WEIGHTS not in cls.needs
+                    if acts and cls.layerwise and self.layers and len(self._widths_differ[(b, t)]) == len(self.layers):
+                        return (f"compares channels one to one, and every selected layer differs in width between "
+                                f"{self.models[b].label} and {self.models[t].label} (a replaced head); select layers "
+                                "before the head")
+                    if not cls.layerwise and acts and self._widths_differ[(b, t)]:
                         keys = ", ".join(self._widths_differ[(b, t)])
                         return (f"compares units one to one, and layer(s) {keys} differ in width between "
                                 f"{self.models[b].label} and {self.models[t].label}; leave them out of --layers")

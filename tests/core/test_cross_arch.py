@@ -402,3 +402,15 @@ def test_class_concentration_leaves_the_per_channel_change_out_of_a_replaced_hea
                         options={"class_concentration": {"k": 4}}, preprocess="none", device="cpu", size=SIZE)
     pairs = {v.layer: v for v in r.select("class_concentration") if v.scope == "pair"}
     assert "entropy_change@4" in pairs["layer4"].arrays and "entropy_change@4" not in pairs["fc"].arrays
+
+
+def test_a_channel_metric_named_on_nothing_but_a_replaced_head_is_refused() -> None:
+    torch.manual_seed(0)
+    base = torchvision.models.resnet18(num_classes=10)
+    tuned = copy.deepcopy(base)
+    tuned.fc = nn.Linear(512, 3)
+    with pytest.raises(MetricNeedsError, match=r"topk_overlap.*every selected layer differs in width"):
+        ftprobe.compare(base, tuned, layers=["fc"], data=_batches(_images()), metrics="cka,topk_overlap",
+                        device="cpu", size=SIZE)
+    r = ftprobe.compare(base, tuned, layers=["fc"], data=_batches(_images()), device="cpu", size=SIZE)
+    assert "topk_overlap" in {s["metric"] for s in r.skipped_metrics} and r.get("cka", "fc", "cka") > 0
