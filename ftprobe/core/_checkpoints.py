@@ -114,35 +114,41 @@ def _pickle_globals(path: Path) -> list[str]:
     return [n for n in names if n not in allowed]
 
 
-def _top_level_is_dict(path: Path) -> bool | None:
-    """Whether the pickled top-level object is a dict (its first opcode builds one), or None when unknown."""
+def _top_level(path: Path) -> tuple[bool | None, str | None]:
+    """Whether the pickled top-level object is a dict, and else the class it is built from (its first ``GLOBAL``),
+    read with pickletools from the first bytes; ``(None, None)`` when unknown (the legacy format)."""
     try:
         with zipfile.ZipFile(path) as zf:
             name = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
             if name is None:
-                return None
+                return None, None
             with zf.open(name) as fh:
-                head = fh.read(64)
-        for op, _, _ in pickletools.genops(io.BytesIO(head)):
-            if op.name not in ("PROTO", "FRAME"):
-                return op.name == "EMPTY_DICT"
+                head = fh.read(512)
+        for op, arg, _ in pickletools.genops(io.BytesIO(head)):
+            if op.name in ("PROTO", "FRAME"):
+                continue
+            if op.name == "GLOBAL":
+                return False, str(arg).replace(" ", ".")
+            return op.name == "EMPTY_DICT", None
     except Exception:
-        return None
-    return None
+        return None, None
+    return None, None
 
 
 def _untrusted_message(path: Path, names: list[str]) -> str:
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    top_dict = _top_level_is_dict(path)
+    top_dict, top_class = _top_level(path)
     if top_dict:
         what = (
             f"{path} is a checkpoint dict that holds pickled Python objects besides tensors and plain data "
             f"(of class {shown}). Loading them runs code from those classes, or from whatever the file says they are."
         )
-    elif top_dict is False:
-        what = f"{path} holds pickled Python objects, not just tensors: a pickled {shown} (a whole pickled " \
-               "nn.Module looks like this)."
-    else:  # the legacy (non-zip) format: what the objects are is not read here
+    elif top_class is not None:
+        others = [n for n in names if n != top_class]
+        also = f"; it also names {', '.join(others[:5])}" if others else ""
+        what = f"{path} holds pickled Python objects, not just tensors: a pickled {top_class}{also} (a whole " \
+               "pickled nn.Module looks like this)."
+    else:  # the legacy (non-zip) format, or an object not built from a class: only the names are read here
         what = f"{path} holds pickled Python objects, not just tensors (it names {shown})."
     return f"{what} {TRUST_HELP}"
 
