@@ -48,6 +48,7 @@ _NHWC_STAGES = {
     "layers.*.blocks.*.attn.**": "auto",  # window attention: (windows, heads, tokens, tokens), not per image
     "patch_embed": "nhwc", "patch_embed.**": "nhwc", "layers": "nhwc", "layers.**": "nhwc", "norm": "nhwc",
 }
+_HF_CONVNEXT_BLOCK = {"**.layers.*.layernorm": "nhwc", "**.layers.*.act": "nhwc", "**.layers.*.grn": "nhwc"}
 LAYOUTS: dict[str, dict[str, str]] = {
     # torchvision swin_t/s/b and swin_v2_t/s/b: features.0 = Conv2d, Permute to NHWC, LayerNorm; `permute` goes back.
     "torchvision.models.swin_transformer.SwinTransformer": {"features": "nhwc", "features.**": "nhwc", "norm": "nhwc"},
@@ -70,6 +71,14 @@ LAYOUTS: dict[str, dict[str, str]] = {
     "timm.models.sequencer.Sequencer2d": {
         "stem": "nhwc", "stem.**": "nhwc", "stages": "nhwc", "stages.**": "nhwc", "norm": "nhwc",
     },
+    # transformers ConvNeXt (V2): inside each block, between the permutes around the depthwise convolution, the
+    # layer norm, activation (and V2's GRN) work channels-last; the block and stage outputs are channels-first.
+    **{f"transformers.models.{mod}.{cls}": _HF_CONVNEXT_BLOCK for mod, cls in (
+        ("convnext.modeling_convnext", "ConvNextForImageClassification"),
+        ("convnext.modeling_convnext", "ConvNextModel"),
+        ("convnextv2.modeling_convnextv2", "ConvNextV2ForImageClassification"),
+        ("convnextv2.modeling_convnextv2", "ConvNextV2Model"),
+    )},
 }
 
 

@@ -321,3 +321,21 @@ def test_a_model_type_transformers_does_not_know_says_so(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit-from-the-future", "architectures": ["X"]}))
     with pytest.raises(CheckpointError, match=r"not a config this transformers .* can read.*Upgrade transformers"):
         load_model(tmp_path)
+
+
+def test_convnext_block_internals_are_read_channels_last():
+    """Inside a transformers ConvNeXt block the layer norm and activation see (N, H, W, C); the block output is
+    channels-first again."""
+    from ftprobe.core.layers import module_layout
+    from ftprobe.core.views import num_channels
+
+    torch.manual_seed(0)
+    cfg = transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=48, num_labels=3)
+    model = transformers.ConvNextForImageClassification(cfg).eval()
+    infos = {i.name: i for i in list_layers(model)}
+    block = "convnext.encoder.stages.0.layers.0"
+    for name, channels in (("layernorm", 8), ("act", 32), ("pwconv2", 8)):
+        info = infos[f"{block}.{name}"]
+        layout = module_layout(model, info.name, shape=info.shape)
+        assert (layout, num_channels(info.shape, layout)) == ("nhwc", channels), name
+    assert infos[block].shape == (8, 12, 12) and module_layout(model, block, shape=(8, 12, 12)) == "auto"
