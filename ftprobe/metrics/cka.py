@@ -280,9 +280,14 @@ class CKA(Metric):
             meta["state"] = f"features of every sample kept in {str(xs[0].dtype).removeprefix('torch.')}"
             _, matrix = _kernel_cka_compute(xs, ys, self.kernel, self.debiased, self.rbf_threshold, True)
             n = xs[0].shape[0]
+        few = _few_samples_note(self, n)
+        if few:  # too few samples for the estimator: the matrix is NaN, and the note says why
+            matrix = torch.full_like(matrix, math.nan)
         meta.update(layers=base, tuned_layers=[k[len(_TUNED):] for k in tuned], cka_cross=matrix, n=n)
         meta["note"] = (f"the layer lists are not paired ({len(base)} base and {len(tuned)} tuned layers): the "
                         "cross-layer matrix only (rows: base layers, columns: tuned layers)")
+        if few:
+            meta["note"] += f"; {few}"
         return {"*": meta}
 
     def _compute_moments(self) -> tuple[list[str], Tensor, list[int], Tensor | None, list[str]]:

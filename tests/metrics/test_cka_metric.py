@@ -418,6 +418,15 @@ def test_debiased_cka_on_fewer_than_4_samples_is_nan_with_a_note(n: int) -> None
     assert all(torch.isfinite(four[layer]["cka"]) for layer in base)
 
 
+@pytest.mark.parametrize("config", ["exact-gap", "rbf", "debiased"])
+def test_unpaired_layers_on_too_few_samples_give_a_nan_matrix_with_a_note(config: str) -> None:
+    base, tuned = _acts(seed=32, n=2)
+    step = _step({k: base[k] for k in ("conv", "vec")}, {"tokens": tuned["tokens"]}, 0, 2)  # lists of other lengths
+    star = _run(CKA(**CONFIGS[config]), [step]).compute()["*"]
+    assert star["cka_cross"].shape == (2, 1) and torch.isnan(star["cka_cross"]).all()
+    assert "not paired" in star["note"] and "NaN: 2 samples" in star["note"]
+
+
 @pytest.mark.parametrize(("opts", "n", "needed"), [({}, 2, 3), ({"debiased": True}, 3, 4),
                                                    ({"estimator": "minibatch"}, 3, 4)])
 def test_setup_cautions_when_the_data_is_too_small(opts: dict, n: int, needed: int) -> None:
