@@ -512,6 +512,8 @@ def _load_timm_hub_folder(req: LoadRequest) -> LoadedModel:
         kwargs.setdefault("num_classes", config["num_classes"])
     sd, files, kind = _folder_weights(req)
     notes = [f"Architecture timm:{name} {kwargs} read from the folder's config.json (a timm hub folder)."]
+    if isinstance(config.get("pretrained_cfg"), Mapping):  # its input size and normalisation, as timm applies them
+        kwargs["pretrained_cfg_overlay"] = dict(config["pretrained_cfg"])
     meta = {"arch": f"timm:{name}", "arch_kwargs": kwargs}
     return _from_state_dict(sd, meta, notes, req.arch, req.map_location, kind=kind, format="timm hub folder",
                             weights="training", **req.provenance([req.path / "config.json", *files]))

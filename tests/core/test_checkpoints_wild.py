@@ -351,6 +351,7 @@ def hub_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = timm.create_model("test_resnet", num_classes=7)
     tuned = perturbed_copy(base, noise=0.1, seed=2)
     root = tmp_path_factory.mktemp("hub")
+    base.pretrained_cfg = {**base.pretrained_cfg, "input_size": (3, 96, 96)}  # as fine-tuned at another size
     save_for_hf(base, str(root / "base"), model_args={"num_classes": 7}, safe_serialization="both")
     save_for_hf(tuned, str(root / "tuned"), model_args={"num_classes": 7}, safe_serialization=False)
     return {"root": root, "base": base, "tuned": tuned}
@@ -368,6 +369,7 @@ def test_timm_hub_folder_needs_no_arch(hub_folders: dict[str, Any]) -> None:
     assert _state_equal(tuned.module, hub_folders["tuned"])
     reference = timm.create_model(f"local-dir:{root / 'base'}", pretrained=True)  # as timm reads the folder
     assert _state_equal(reference, lm.module)
+    assert tuple(lm.module.pretrained_cfg["input_size"]) == tuple(reference.pretrained_cfg["input_size"]) == (3, 96, 96)
     assert _state_equal(load_model(f"local-dir:{root / 'base'}").module, reference)
 
 
