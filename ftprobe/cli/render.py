@@ -80,6 +80,26 @@ def metric_tables(result: Result) -> list[Any]:
                     cells = [fmt(v.scalars[key]) if key in v.scalars else "" for key in row_keys]
                     table.add_row(v.subject, shown, *([k_value] if split is not None else []), *cells)
             tables.append(table)
+    return tables + cross_tables(result)
+
+
+def cross_tables(result: Result) -> list[Any]:
+    """The cross-layer CKA matrix of each pair whose models have their own layers (another architecture): rows are
+    the base's layers, columns the tuned model's. Same-architecture matrices stay in the report's heatmap."""
+    from rich.table import Table
+
+    tables = []
+    for v in result.values:
+        matrix, tuned = v.arrays.get("cka_cross"), v.arrays.get("tuned_layers")
+        if v.metric != "cka" or v.layer != "*" or v.scope != "pair" or not matrix or not tuned:
+            continue
+        table = Table(title=f"cka cross-layer matrix ({v.subject}): base layers × tuned layers", title_justify="left")
+        table.add_column(f"{v.base} \\ {v.tuned}", overflow="fold")
+        for name in tuned:
+            table.add_column(str(name), justify="right", overflow="fold")
+        for name, row in zip(v.arrays.get("layers", []), matrix):
+            table.add_row(str(name), *(fmt(x) for x in row))
+        tables.append(table)
     return tables
 
 

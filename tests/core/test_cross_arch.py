@@ -275,6 +275,9 @@ def test_cli_end_to_end_with_tuned_layers_writes_the_heatmap(run_cli, image_fold
         "--size", "32", "--batch-size", "6", "--device", "cpu", "--out", out)
     assert code == 0, err
     assert "skipped metric 'topk_overlap' pairs channels" in stdout + err and "Traceback" not in stdout + err
+    assert "cka cross-layer matrix" in stdout  # the terminal shows the matrix too: there are no per-layer rows
+    matrix_rows = [line for line in stdout.splitlines() if line.startswith(("│ layer1 ", "│ layer4 "))]
+    assert len(matrix_rows) == 2 and all(line.count("0.") + line.count("1.0") >= 3 for line in matrix_rows)
     res = json.loads((out / "results.json").read_text())
     star = next(v for v in res["values"] if v["metric"] == "cka" and v["layer"] == "*")
     assert star["arrays"]["tuned_layers"] == ["layer1", "layer3", "layer4"]
