@@ -82,7 +82,9 @@ def cka_per_layer(result: Result, out: Path) -> list[Figure]:
     layers = [name for name in layer_order(result) if any(name in d for d in pairs.values())]
     if not layers:
         return []
-    fig = MplFigure(figsize=(max(5.0, 0.8 * len(layers) + 2.5), 3.6))
+    width = min(_PAGE_IN, max(5.0, 0.8 * len(layers) + 2.5))  # the report's width at most: more layers, upright ticks
+    crowded = (width - 2.5) / len(layers) < 0.5
+    fig = MplFigure(figsize=(width, 3.6 + (1.0 if crowded else 0.0)))
     ax = fig.subplots()
     lo = 0.0
     for color, ((b, t), by_layer) in zip(_colors(len(pairs)), pairs.items()):
@@ -94,7 +96,8 @@ def cka_per_layer(result: Result, out: Path) -> list[Figure]:
     if star is not None:
         a = star.arrays
         how = ", ".join(str(a[k]) for k in ("kernel", "estimator", "features") if isinstance(a.get(k), str))
-    ax.set_xticks(range(len(layers)), [layer_label(result, n) for n in layers], rotation=30, ha="right")
+    ax.set_xticks(range(len(layers)), [layer_label(result, n) for n in layers], rotation=90 if crowded else 30,
+                  ha="center" if crowded else "right", fontsize=_SMALL_PT if crowded else None)
     ax.set_ylabel("CKA" + (f" ({how})" if how else ""))
     ax.set_ylim(min(lo, 0.0) - 0.02, 1.02)  # never clipped: values outside [0, 1] widen the axis
     ax.grid(alpha=0.3)
@@ -233,13 +236,14 @@ def weight_change(result: Result, out: Path) -> list[Figure]:
                    f"{n} modules in layer order (shaded bands: layers); gaps are replaced modules (other shape).")]
 
 
-def _boxes(ax: object, groups: Sequence[str], series: dict[str, list[np.ndarray]]) -> None:
-    """Grouped box plots: one group per layer, one box per series (pair or model), means as white diamonds."""
+def _boxes(ax: object, groups: Sequence[str], series: dict[str, list[np.ndarray]], start: int = 0) -> None:
+    """Grouped box plots: one group per layer, one box per series (pair or model), means as white diamonds;
+    ``series`` holds every layer, ``groups`` the names of those from ``start`` on drawn on this axis."""
     names = list(series)
     width = 0.8 / max(1, len(names))
     for j, (name, color) in enumerate(zip(names, _colors(len(names)))):
         pos = [i + (j - (len(names) - 1) / 2) * width for i in range(len(groups))]
-        data = [d if d.size else np.array([np.nan]) for d in series[name]]
+        data = [d if d.size else np.array([np.nan]) for d in series[name][start : start + len(groups)]]
         bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showmeans=True, showfliers=True,
                         meanprops=dict(marker="D", markerfacecolor="white", markeredgecolor="black", markersize=4),
                         flierprops=dict(marker=".", markersize=2, alpha=0.4), medianprops=dict(color="black"))
@@ -247,10 +251,33 @@ def _boxes(ax: object, groups: Sequence[str], series: dict[str, list[np.ndarray]
             box.set_facecolor(color)
             box.set_alpha(0.75)
     ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right")
-    ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.grid(axis="y", alpha=0.3)
+
+
+def _box_figure(groups: Sequence[str], series: dict[str, list[np.ndarray]], ylabel: str, title: str,
+                ylim: tuple[float, float] | None = None) -> MplFigure:
+    """Grouped box plots as wide as their boxes need, up to the report's width; more layers wrap onto further rows
+    (same y range), one legend below."""
+    group_in = max(0.7, 0.22 * len(series) + 0.3)
+    per_row = max(1, int((_PAGE_IN - _MARGIN_IN) / group_in))
+    per_row = -(-len(groups) // -(-len(groups) // per_row))  # as many rows as needed, filled evenly
+    rows = [(a, min(a + per_row, len(groups))) for a in range(0, len(groups), per_row)]
+    widest = max(z - a for a, z in rows)
+    label_in = max(_text_in(g, 10) for g in groups) * 0.5  # rotated 30°
+    fig = MplFigure(figsize=(min(_PAGE_IN, max(5.0, group_in * widest + _MARGIN_IN)),
+                             len(rows) * (2.9 + label_in) + 0.8 + 0.2 * -(-len(series) // 3)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(rows), 1, sharey=True, squeeze=False)[:, 0])
+    for ax, (a, z) in zip(axes, rows):
+        _boxes(ax, groups[a:z], series, start=a)
+        ax.set_xlim(-0.6, widest - 0.4)
+        ax.set_ylabel(ylabel)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+    names = list(series)
     handles = [Patch(facecolor=c, alpha=0.75, label=n) for n, c in zip(names, _colors(len(names)))]
-    ax.legend(handles=handles, fontsize=8)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(names), 3), fontsize=9)
+    fig.suptitle(title)
+    return fig
 
 
 def topk_overlap(result: Result, out: Path) -> list[Figure]:
@@ -261,12 +288,8 @@ def topk_overlap(result: Result, out: Path) -> list[Figure]:
         layers = [n for n in layer_order(result) if any(f"overlap@{k}" in d.get(n, _NO).arrays for d in pairs.values())]
         series = {pair_label(b, t): [_clean(d[n].arrays.get(f"overlap@{k}")) if n in d else np.zeros(0)
                                      for n in layers] for (b, t), d in pairs.items()}
-        fig = MplFigure(figsize=(max(5.0, 1.0 * len(layers) * max(1, len(series)) ** 0.5 + 2.5), 3.8))
-        ax = fig.subplots()
-        _boxes(ax, [layer_label(result, n) for n in layers], series)
-        ax.set_ylabel(f"top-{k} overlap (%)")
-        ax.set_ylim(-3, 103)
-        ax.set_title(f"Overlap of each channel's top-{k} images, base vs tuned")
+        fig = _box_figure([layer_label(result, n) for n in layers], series, f"top-{k} overlap (%)",
+                          f"Overlap of each channel's top-{k} images, base vs tuned", ylim=(-3, 103))
         path = _save(fig, out / f"topk_overlap_k{slug(k)}.png")
         figs.append(Figure(path, "topk_overlap", f"Top-{k} overlap per layer",
                            "Box over channels (quartiles, whiskers 1.5 IQR); diamond = mean. Channels with no "
@@ -301,11 +324,9 @@ def class_concentration(result: Result, out: Path) -> list[Figure]:
         layers = [n for n in layer_order(result) if any(key in d.get(n, _NO).arrays for d in models.values())]
         series = {m: [_clean(d[n].arrays.get(key)) if n in d else np.zeros(0) for n in layers]
                   for m, d in models.items()}
-        fig = MplFigure(figsize=(max(5.0, 1.0 * len(layers) * max(1, len(series)) ** 0.5 + 2.5), 3.8))
-        ax = fig.subplots()
-        _boxes(ax, [layer_label(result, n) for n in layers], series)
-        ax.set_ylabel("normalised entropy" if measure == "entropy" else "Gini")
-        ax.set_title(f"Class concentration of each channel's top-{k} images (low = few classes)")
+        fig = _box_figure([layer_label(result, n) for n in layers], series,
+                          "normalised entropy" if measure == "entropy" else "Gini",
+                          f"Class concentration of each channel's top-{k} images (low = few classes)")
         path = _save(fig, out / f"class_concentration_k{slug(k)}.png")
         figs.append(Figure(path, "class_concentration", f"Class concentration of the top-{k} images",
                            "Box over channels with at least one positive image; diamond = mean."))
@@ -385,17 +406,20 @@ def cka_cross(result: Result, out: Path) -> list[Figure]:
         names = [layer_label(result, n) for n in v.arrays.get("layers", [])] or [str(j) for j in range(len(mat))]
         tuned = v.arrays.get("tuned_layers")  # another architecture: the tuned model's own layer names
         columns = [str(n) for n in tuned] if tuned else names
-        side = max(4.0, 0.55 * max(len(names), len(columns)) + 2.5)
+        side = min(_PAGE_IN - 1.0, max(4.0, 0.55 * max(len(names), len(columns)) + 2.5))  # the report's width
         fig = MplFigure(figsize=(side + 1.0, side))
         ax = fig.subplots()
         im = ax.imshow(mat, cmap="viridis", vmin=min(0.0, float(np.nanmin(mat))), vmax=max(1.0, float(np.nanmax(mat))))
-        ax.set_xticks(range(mat.shape[1]), columns[: mat.shape[1]], rotation=45, ha="right")
-        ax.set_yticks(range(mat.shape[0]), names[: mat.shape[0]])
+        cell_in = (side - 2.5) / max(mat.shape)
+        tick_pt = None if cell_in >= 0.2 else _SMALL_PT  # many layers: ticks at the smallest size, still apart
+        ax.set_xticks(range(mat.shape[1]), columns[: mat.shape[1]], rotation=90 if tick_pt else 45,
+                      ha="center" if tick_pt else "right", fontsize=tick_pt)
+        ax.set_yticks(range(mat.shape[0]), names[: mat.shape[0]], fontsize=tick_pt)
         ax.set_xlabel(f"{v.tuned} (tuned) layer")
         ax.set_ylabel(f"{v.base} (base) layer")
-        if mat.size <= 196:
+        if cell_in >= 0.4:  # room for the value in each cell at the smallest text size
             for (r, c), x in np.ndenumerate(mat):
-                ax.text(c, r, "" if np.isnan(x) else f"{x:.2f}", ha="center", va="center", fontsize=7,
+                ax.text(c, r, "" if np.isnan(x) else f"{x:.2f}", ha="center", va="center", fontsize=_SMALL_PT,
                         color="white" if x < 0.6 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="CKA")
         ax.set_title(f"Cross-layer CKA, {pair_label(v.base, v.tuned)}")

@@ -137,6 +137,46 @@ def test_overlap_vs_concentration_panels_keep_their_text_size(n_pairs: int, draw
         assert img.size[0] / img.size[1] < 4, "a grid of panels, not one long strip"
 
 
+@pytest.mark.parametrize(("modules", "pairs"), [
+    pytest.param(DEMO, PAIRS_5, id="demo-5-pairs"),
+    pytest.param(VIT, PAIRS_5[:3], id="vit-3-pairs"),
+])
+def test_box_plots_wrap_layers_instead_of_shrinking(modules, pairs, drawn, tmp_path: Path) -> None:
+    res = _result(modules, pairs)
+    recs = figures.topk_overlap(res, tmp_path) + figures.class_concentration(res, tmp_path)
+    assert len(recs) == 2
+    for rec in recs:
+        fig = drawn[rec.path.name]
+        renderer = _renderer(fig)
+        ticks = [t for ax in fig.axes for t in ax.get_xticklabels() if t.get_text()]
+        assert [t.get_text() for t in ticks] == list(modules), "every layer once, in order"
+        assert not _boxes_overlap(ticks, renderer)
+        _readable(fig, rec.path)
+
+
+def _cka_result(n_layers: int) -> Result:
+    rng = np.random.default_rng(1)
+    layers = [f"blocks.{i}" for i in range(n_layers)]
+    values = [Value("cka", n, "pair", base="a", tuned="b", scalars={"cka": float(rng.uniform(0.2, 1))}) for n in layers]
+    values.append(Value("cka", "*", "pair", base="a", tuned="b",
+                        arrays={"cka_cross": rng.uniform(0, 1, (n_layers, n_layers)).tolist(), "layers": layers}))
+    return Result(models=[{"label": "a"}, {"label": "b"}], pairs=[("a", "b")],
+                  layers=[{"spec": n, "name": n, "alias": False} for n in layers], metrics={"cka": {}}, values=values)
+
+
+@pytest.mark.parametrize("n_layers", [9, 12, 48])
+def test_cka_figures_fit_the_page(n_layers: int, drawn, tmp_path: Path) -> None:
+    recs = figures.cka_per_layer(_cka_result(n_layers), tmp_path) + figures.cka_cross(_cka_result(n_layers), tmp_path)
+    assert len(recs) == 2
+    for rec in recs:
+        fig = drawn[rec.path.name]
+        renderer = _renderer(fig)
+        for ax in fig.axes[:1]:
+            assert not _boxes_overlap(ax.get_xticklabels(), renderer), rec.path.name
+            assert not _boxes_overlap(ax.get_yticklabels(), renderer), rec.path.name
+        _readable(fig, rec.path)
+
+
 # -- in a browser ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
