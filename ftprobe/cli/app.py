@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import click
 
-__all__ = ["App", "Status"]
+__all__ = ["App", "RunFeedback", "Status"]
 
 
 class App:
@@ -61,6 +61,10 @@ class App:
         """A spinner with ``text`` on stderr while slow work runs (loading models, rendering the report); ``update``
         changes the text, ``stop`` ends it. A no-op when quiet or when stderr is not a terminal."""
         return Status(self.err if not self.quiet and self.err.is_terminal else None, text)
+
+    def feedback(self, text: str) -> RunFeedback:
+        """What a user sees during ``ftprobe.compare``: a spinner until the pass starts, then the progress bar."""
+        return RunFeedback(self, text)
 
     def progress(self, total: int | None, description: str = "streaming") -> Any:
         """A progress bar on stderr (a no-op context when quiet or when stderr is not a terminal)."""
@@ -118,3 +122,42 @@ class Status:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class RunFeedback:
+    """The ``status``, ``on_start`` and ``progress`` callbacks of :func:`ftprobe.compare` (``**feedback.callbacks``):
+    a spinner with the current step, replaced by the progress bar when the pass starts. A context manager that
+    closes whichever is showing."""
+
+    def __init__(self, app: App, text: str) -> None:
+        self._app = app
+        self.spinner = app.status(text)
+        self._bar: Any = None
+        self._advance: Any = lambda n: None
+
+    def status(self, text: str) -> None:
+        self.spinner.update(text)
+
+    def on_start(self, total: int | None) -> None:
+        self.spinner.stop()  # one live display at a time: the progress bar takes over
+        self._bar = self._app.progress(total)
+        self._advance = self._bar.__enter__()
+
+    def progress(self, n: int) -> None:
+        self._advance(n)
+
+    @property
+    def callbacks(self) -> dict[str, Any]:
+        return {"status": self.status, "on_start": self.on_start, "progress": self.progress}
+
+    def close(self) -> None:
+        self.spinner.stop()
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+    def __enter__(self) -> RunFeedback:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

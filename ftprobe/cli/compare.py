@@ -113,22 +113,11 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
     if not rank0 or quiet_json:
         app.quiet = True
     arch_arg: Any = None if not arch else (arch[0] if len(arch) == 1 else list(arch))
-    progress_ctx: Any = None
-    callbacks: dict[str, Any] = {"advance": lambda n: None}
     with ExitStack() as stack:
         if rank0:  # torchrun: rank 0 writes, so only rank 0 holds the output
             for target, option in _outputs(out_dir, json_path, checkpoint_every, resume):
                 stack.enter_context(output_lock(target, option, command=" ".join(_argv())))
-        spinner = app.status(f"loading {base}…")
-        stack.callback(spinner.stop)
-
-        def on_start(n: int | None) -> None:
-            nonlocal progress_ctx
-            spinner.stop()  # one live display at a time: the progress bar takes over
-            progress_ctx = app.progress(n)
-            callbacks["advance"] = progress_ctx.__enter__()
-
-        try:
+        with app.feedback(f"loading {base}…") as feedback:
             result = run_compare(
                 base, *tuned, layers=_layers_arg(layers, tuned_layers), tuned_layers=list(tuned_layers) or None,
                 data=data, metrics=metrics, options=options, pairs=pairs,
@@ -136,14 +125,10 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
                 batch_size=batch_size, limit=limit,
                 seed=seed, device=device, preprocess=preprocess, size=size, input_size=input_size,
                 workers=_workers(workers, device), disabled=disabled, notice=app.notice,
-                progress=lambda n: callbacks["advance"](n), on_start=on_start, status=spinner.update,
+                **feedback.callbacks,
                 checkpoint=Path(out_dir) / "checkpoint.pt", checkpoint_every=checkpoint_every, resume=resume, amp=amp,
                 argv=_argv(),
             )
-        finally:
-            spinner.stop()
-            if progress_ctx is not None:
-                progress_ctx.__exit__(None, None, None)
         if not rank0:  # torchrun: every rank holds the merged result; rank 0 writes it
             return
         if quiet_json:

@@ -85,20 +85,22 @@ def top_images(app: App, base: str, tuned: str, layer: str, channels: list[int],
         n = num_channels(rec.get("shape") or (), rec.get("layout", "auto"))
         bad = [c for c in channels if c >= n]
         if bad:
-            raise FtprobeError(f"--channels {','.join(map(str, bad))}: layer {rec['name']!r} has {n} channels, "
-                               f"numbered 0 to {n - 1}; give channel numbers below {n}")
+            raise FtprobeError(f"--channels: layer {rec['name']!r} has {n} channels; pick channels in 0..{n - 1} "
+                               f"(got {bad})")  # the wording of the grid's own check
 
-    result = compare(
-        base, tuned, layers=[layer], data=data, metrics="topk_overlap",
-        options={"topk_overlap": {"k": k, "score": score}},
-        arch=None if not arch else (arch[0] if len(arch) == 1 else list(arch)), trust=trust_checkpoint, ema=ema or None,
-        batch_size=batch_size, limit=limit, seed=seed, device=device, preprocess=preprocess, size=size,
-        workers=workers, notice=app.notice, on_prepared=check_layer,
-    )
+    with app.feedback(f"loading {base}…") as feedback:
+        result = compare(
+            base, tuned, layers=[layer], data=data, metrics="topk_overlap",
+            options={"topk_overlap": {"k": k, "score": score}},
+            arch=None if not arch else (arch[0] if len(arch) == 1 else list(arch)), trust=trust_checkpoint,
+            ema=ema or None, batch_size=batch_size, limit=limit, seed=seed, device=device, preprocess=preprocess,
+            size=size, workers=workers, notice=app.notice, on_prepared=check_layer, **feedback.callbacks,
+        )
     name = result.layers[0]["name"]
     if json_path:
         result.save(json_path)
-    path = draw_topk_grid(result, name, channels, Path(out_path), show=show if k == "all" else min(show, k))
+    with app.status("drawing the grid…"):
+        path = draw_topk_grid(result, name, channels, Path(out_path), show=show if k == "all" else min(show, k))
     overlap = next((v.arrays.get(f"overlap@{k}") for v in result.select("topk_overlap", name) if v.scope == "pair"),
                    None)
     for c in channels:

@@ -109,6 +109,10 @@ def test_terminal_shows_status_while_loading_and_rendering_and_an_eta(run_cli, t
     assert "loading " in r.err and "model.pt…" in r.err  # the spinner's text, model by model
     assert "rendering report…" in r.err
     assert "streaming" in r.err and "12/12" in r.err and " eta " in r.err  # the progress bar, with an ETA
+    grid = run_cli("top-images", *_models(tiny_runs)[:2], "--trust-checkpoint", "--layer", "conv2d0", "--channels",
+                   "1", "--data", cli_images, "--size", "32", "--k", "2", "--out", tmp_path / "g.png")
+    assert grid.code == 0, grid.err
+    assert "loading " in grid.err and "streaming" in grid.err and "drawing the grid…" in grid.err
     monkeypatch.setenv("TTY_COMPATIBLE", "0")
     plain = run_cli("compare", *_models(tiny_runs)[:2], "--trust-checkpoint", "-l", "conv2d0", "--data", cli_images,
                     "--size", "32", "-m", "cka", "--out", tmp_path / "p")
@@ -124,7 +128,7 @@ def test_top_images_checks_channels_before_streaming(run_cli, tiny_runs, cli_ima
     r = run_cli("top-images", *_models(tiny_runs)[:2], "--trust-checkpoint", "--layer", "conv2d0",
                 "--channels", "3,9999", "--data", cli_images, "--size", "32", "--out", tmp_path / "g.png")
     assert r.code == 1 and "Traceback" not in r.err
-    assert "--channels 9999" in r.err and "has 8 channels" in r.err and "below 8" in r.err
+    assert "--channels: layer 'conv2d0' has 8 channels; pick channels in 0..7 (got [9999])" in r.err
     assert streamed == []  # refused after the probe, before any image was read
 
 
