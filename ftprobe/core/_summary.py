@@ -90,12 +90,17 @@ def headline_rows(result: Result) -> list[tuple[str, str, list[str], int]]:
     return out
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _counts(result: Result) -> str:
     n = result.run.get("samples")
-    parts = [f"{len(result.models)} models", f"{len(result.pairs)} pairs", f"{len(result.layers)} layers",
-             f"{len(result.metrics)} metrics"]
+    parts = [_n(len(result.models), "model"), _n(len(result.pairs), "pair"), _n(len(result.layers), "layer"),
+             _n(len(result.metrics), "metric")]
     if result.data is not None:
-        parts.append(f"{n if n is not None else result.data.get('num_samples')} images")
+        images = n if n is not None else result.data.get("num_samples")
+        parts.append(f"{images} images" if images is None else _n(images, "image"))
     else:
         parts.append("weights only (no images)")
     return ", ".join(parts)

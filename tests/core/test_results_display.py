@@ -86,4 +86,5 @@ def test_weight_only_result_says_so() -> None:
                  metrics={"weight_l2": {"provider": "ftprobe", "options": {}}},
                  values=[Value("weight_l2", "l", "pair", base="a", tuned="b", scalars={"l2": 1.5, "relative": 0.1})])
     text = repr(res)
-    assert "weights only (no images)" in text and "weight_l2 [l2]" in text and "1.50000" in text
+    assert text.startswith("<ftprobe.Result: 2 models, 1 pair, 1 layer, 1 metric, weights only (no images)")
+    assert "weight_l2 [l2]" in text and "1.50000" in text
