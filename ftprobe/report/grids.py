@@ -255,7 +255,7 @@ def encode_thumb(img: np.ndarray) -> tuple[str, bytes]:
     pil = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
     buf = io.BytesIO()
     if pil.getcolors(_FLAT_COLOURS) is not None:
-        pil.quantize(_FLAT_COLOURS, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
+        pil.save(buf, format="PNG", optimize=True)
         return "image/png", buf.getvalue()
     pil.save(buf, format="JPEG", quality=85, optimize=True)
     return "image/jpeg", buf.getvalue()
@@ -306,8 +306,7 @@ def grid_html(result: Result, grid: GridSpec, thumbs: Thumbnails) -> str:
     layer, pair, k, rows = grid_rows(result, grid.layer, grid.channels, pair=grid.pair, show=grid.show,
                                      notes=grid.notes)
     paths = (result.data or {}).get("index_paths") or {}
-    out = [f'<div class="tk"><p class="muted">{escape(layer_label(result, layer))}: best first; orange frame: in '
-           f"both top-{escape(k)} sets</p>"]
+    out = [f'<div class="tk" aria-label="{escape(layer_label(result, layer))}, top-{escape(k)} images">']
     for row in rows:
         out.append(f'<p class="tk-h">{escape(row.title)}</p>')
         for who, model, cells in (("base", pair[0], row.sides[0]), ("tuned", pair[1], row.sides[1])):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,20 @@ def test_missing_files_are_grey_placeholders(image_paths: list[str], tmp_path: P
         assert (img[y + 4, x + 4] == 153).all()
     y, x = _cell_origin(0, 2, 3)
     assert not (img[y + 4 : y + 40, x + 4 : x + 40] == 153).all()  # a real image
+
+
+def test_page_grid_frames_shared_images_and_marks_missing_ones(image_paths: list[str], tmp_path: Path) -> None:
+    res = _synthetic([str(tmp_path / "gone.png")] + image_paths[1:])
+    thumbs = G.Thumbnails()
+    html = G.grid_html(res, G.GridSpec(("a", "b"), "alias_blk", (0, 1), ("why <0>", ""), show=3), thumbs)
+    rows = html.split('<div class="tk-row">')[1:]  # channel 0 base, tuned; channel 1 base, tuned
+    assert [r.count('class="tk-c shared"') for r in rows] == [3, 3, 0, 0]
+    assert [r.count('class="tk-c') for r in rows] == [3, 3, 2, 3]  # base channel 1 has two images
+    assert [r.count('<div class="th gone">missing</div>') for r in rows] == [1, 1, 0, 0]  # sample 0, in both
+    assert "channel 0: why &lt;0&gt; · 3 of top-3 in both" in html
+    cells = re.findall(r'class="th (t\d+)"', html)
+    assert len(cells) == 9 and set(cells) == {f"t{i}" for i in range(7)}  # 7 readable files, 2 of them shown twice
+    assert len(re.findall(r"\.t\d+\{background-image:url\(data:image/", thumbs.css())) == 7
 
 
 def test_alias_layer_names_and_channel_range(image_paths: list[str], tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ def test_flat_images_stay_png(tmp_path: Path) -> None:
     flat = np.zeros((96, 96, 3), np.uint8)
     flat[:, 48:] = (200, 30, 30)
     mime, data = encode_thumb(flat)
-    assert mime == "image/png" and Image.open(io.BytesIO(data)).format == "PNG"
+    with Image.open(io.BytesIO(data)) as img:
+        assert mime == "image/png" and img.format == "PNG"
+        assert np.array_equal(np.asarray(img.convert("RGB")), flat), "flat graphics are kept exactly"
     noisy = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
     assert encode_thumb(noisy)[0] == "image/jpeg"
 
