@@ -312,35 +312,27 @@ class Engine:
                 and layer in self._widths_differ.get(pair, []))
 
     def _build_slots(self, ctx: RunContext) -> None:
-        layer_names: list[str | None] = [r.name for r in self.layers]
-        in_pairs = sorted({i for p in self.pairs for i in p})
+        kept, reasons = [], []
         for req in self.requests:
-            cls = req.cls
-            per_layer = layer_names if cls.layerwise else [None]
-            if cls.scope == Scope.MODEL and Need.WEIGHTS not in cls.needs:
-                targets: list[dict[str, Any]] = [dict(model=m) for m in in_pairs]
-            else:
-                targets = [dict(pair=p) for p in self.pairs]
-            notes: list[str] = []
-            for pair in self.pairs:
-                for layer in per_layer:
-                    if self._left_out(req, pair, layer):
-                        b, t = (self.models[i].label for i in pair)
-                        notes.append(f"layer {layer!r} left out for {b} → {t}: its width differs between the "
-                                     "models (a replaced head) and this metric pairs channels one to one")
-            for target in targets:
-                tctx = self._context(ctx, target)
-                for layer in per_layer:
-                    if "pair" in target and self._left_out(req, target["pair"], layer):
-                        continue
-                    metric = cls(**req.options).to(self.device)
-                    for note in metric.setup(tctx):
-                        if note not in notes:
-                            notes.append(note)
-                    self.slots.append(_Slot(req, metric, layer, **target))
+            try:
+                slots, notes = self._slots_of(req, ctx)
+            except MetricNeedsError as exc:
+                # A metric's own setup check (too few samples, a layer it cannot read ...): only a metric the user
+                # named may stop the run; one reached by default or by a glob is left out with a notice.
+                if req.explicit:
+                    raise
+                reasons.append(f"metric {req.name!r}: {exc}")
+                self.skipped.append({"metric": req.name, "reason": reasons[-1]})
+                self.notice(f"skipped {reasons[-1]}")
+                continue
+            kept.append(req)
+            self.slots.extend(slots)
             self.notes[req.name] = notes
             for note in notes:
                 self.notice(f"{req.name}: {note}")
+        if not kept:
+            raise MetricNeedsError("no metric can run on this data: " + "; ".join(reasons))
+        self.requests = kept
         owners: dict[Hashable, _Slot] = {}
         for slot in self.slots:
             key = slot.metric.state_key()
@@ -351,6 +343,34 @@ class Engine:
                 slot.owner = owners[full]
             else:
                 owners[full] = slot
+
+    def _slots_of(self, req: MetricRequest, ctx: RunContext) -> tuple[list[_Slot], list[str]]:
+        """One metric's instances (per target and layer), set up, and the notes they gave."""
+        cls = req.cls
+        per_layer: list[str | None] = [r.name for r in self.layers] if cls.layerwise else [None]
+        if cls.scope == Scope.MODEL and Need.WEIGHTS not in cls.needs:
+            targets: list[dict[str, Any]] = [dict(model=m) for m in sorted({i for p in self.pairs for i in p})]
+        else:
+            targets = [dict(pair=p) for p in self.pairs]
+        notes: list[str] = []
+        for pair in self.pairs:
+            for layer in per_layer:
+                if self._left_out(req, pair, layer):
+                    b, t = (self.models[i].label for i in pair)
+                    notes.append(f"layer {layer!r} left out for {b} → {t}: its width differs between the "
+                                 "models (a replaced head) and this metric pairs channels one to one")
+        slots = []
+        for target in targets:
+            tctx = self._context(ctx, target)
+            for layer in per_layer:
+                if "pair" in target and self._left_out(req, target["pair"], layer):
+                    continue
+                metric = cls(**req.options).to(self.device)
+                for note in metric.setup(tctx):
+                    if note not in notes:
+                        notes.append(note)
+                slots.append(_Slot(req, metric, layer, **target))
+        return slots, notes
 
     # -- running --------------------------------------------------------------------------------------------------
     @property
