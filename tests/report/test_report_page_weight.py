@@ -45,6 +45,7 @@ def _thumbs(page: str) -> dict[str, bytes]:
             re.finditer(r"\.(t\d+)\{background-image:url\(data:image/(jpeg|png);base64,([A-Za-z0-9+/=]+)\)", page)}
 
 
+@pytest.mark.slow
 def test_report_of_thirty_photos_stays_small(photo_report: Path) -> None:
     page = (photo_report / "report.html").read_text(encoding="utf-8")
     size = len(page.encode())
