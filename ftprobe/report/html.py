@@ -1,5 +1,9 @@
 """``report.html``: one self-contained page (inline CSS, figures as base64 PNG, no script, no network).
 
+Figures are drawn no wider than the page's content box, so the page shows them at their own size. The top-image
+grids are laid out in the page itself: each image is embedded once, as a thumbnail in a CSS class, however many
+cells show it.
+
 Every name that comes from the user's data or command line (files, classes, layers, model labels, options, summary
 sentences) goes through :func:`html.escape`; only ``extra_sections`` fragments, which callers mark as trusted, are
 inserted as they are. A Content-Security-Policy forbids scripts and every fetch except ``data:`` images.
