@@ -144,6 +144,7 @@ class Engine:
         self.skipped: list[dict[str, str]] = []  # metrics left out because the models cannot be paired unit by unit
         self._infos: list[list[LayerInfo]] = []
         self._trees: list[tuple[tuple[str, str], ...]] = []
+        self._same_arch: list[bool] = []  # per model: the base's architecture where the compared layers are
         self._units: dict[tuple[int, int], bool] = {}  # pair -> same architecture, same layers
         self._widths_differ: dict[tuple[int, int], list[str]] = {}  # pair -> layer keys of another shape (heads)
 
@@ -154,7 +155,7 @@ class Engine:
             entry.module.to(self.device)
         self._infos = [probe(e.module, self.input_size, self.device) for e in self.models]
         self._trees = [module_tree(e.module) for e in self.models]
-        self.model_layers = []
+        self.model_layers, self._same_arch = [], []
         for m in range(len(self.models)):  # the base first: a tuned model's error message quotes its layers
             self.model_layers.append(self._resolve(m))
             self.layers = self.model_layers[0]
@@ -175,7 +176,8 @@ class Engine:
     def _resolve(self, m: int) -> list[ResolvedLayer]:
         """Model ``m``'s layers: its own specs, the base's (same architecture), or its natural layers."""
         entry, infos = self.models[m], self._infos[m]
-        other_arch = m > 0 and self._trees[m] != self._trees[0]
+        other_arch = m > 0 and not self._fits_base(m)
+        self._same_arch.append(not other_arch)
         if m in self.tuned_specs:
             specs = self.tuned_specs[m]
         elif other_arch and self.layer_specs:
@@ -195,6 +197,31 @@ class Engine:
         else:
             specs = self.layer_specs
         return resolve_layers(entry.module, specs, infos, label=entry.label)
+
+    def _fits_base(self, m: int) -> bool:
+        """Whether model ``m`` is the base's architecture where it is compared: the same module tree, or one that
+        differs only outside the base's layers (auxiliary heads saved by one and not the other, a head replaced in
+        code), with the same modules inside each of those layers."""
+        if self._trees[m] == self._trees[0]:
+            return True
+        base_layers = self.model_layers[0] if self.model_layers else []
+        if not base_layers:
+            return False
+        entry = self.models[m]
+        try:
+            mine = resolve_layers(entry.module, [r.name for r in base_layers], self._infos[m], label=entry.label)
+        except FtprobeError:
+            return False
+
+        def inside(tree: tuple[tuple[str, str], ...], name: str) -> list[tuple[str, str]]:
+            path = split_call(name)[0]
+            return [(p[len(path):], t) for p, t in tree if p == path or p.startswith(path + ".")]
+
+        return all(a.name == b.name and inside(self._trees[0], a.name) == inside(self._trees[m], b.name)
+                   for a, b in zip(base_layers, mine))
+
+    def _same(self, b: int, t: int) -> bool:
+        return self._same_arch[b] and self._same_arch[t]
 
     def _other_arch_message(self, m: int) -> str:
         base, entry = self.models[0], self.models[m]
@@ -218,14 +245,14 @@ class Engine:
         """Whether a pair's units correspond one to one; refuse shapes that differ where no head explains it."""
         mb, mt = self.models[b], self.models[t]
         shapes = [{r.name: r.shape for r in self.model_layers[i]} for i in (b, t)]
-        units = self.paired and self._trees[b] == self._trees[t] and self.names[b] == self.names[t]
+        units = self.paired and self._same(b, t) and self.names[b] == self.names[t]
         differ = []
         if self.paired:
             for key in self.names[0]:
                 nb, nt = self.names[b][key], self.names[t][key]
                 if shapes[0][nb] != shapes[1][nt]:
                     differ.append(key)
-        chosen_layers = b in self.tuned_specs or t in self.tuned_specs or self._trees[b] != self._trees[t]
+        chosen_layers = b in self.tuned_specs or t in self.tuned_specs or not self._same(b, t)
         needs_acts = any(Need.ACTIVATIONS in r.cls.needs for r in self.requests)
         for key in differ if units else []:
             nb, nt = self.names[b][key], self.names[t][key]
@@ -260,7 +287,7 @@ class Engine:
                                 f"{self.models[b].label} and {self.models[t].label}; leave them out of --layers")
                     continue
                 mb, mt = self.models[b], self.models[t]
-                why = ("are different architectures" if self._trees[b] != self._trees[t]
+                why = ("are different architectures" if not self._same(b, t)
                        else "are compared on different layers")
                 what = "weights" if Need.WEIGHTS in cls.needs else "channels"
                 return (f"pairs {what} one to one, so it needs models of the same architecture compared on the same "
