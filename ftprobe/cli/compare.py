@@ -13,9 +13,25 @@ from ._lock import output_lock
 from ._options import parse_metric_options
 from .app import App
 
-# Shorthand flags: each sets one option on the built-in metrics it names (a glob sets only metrics that take it).
-_SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "class_concentration"),
-               "cka_cross": ("cka",), "cka_features": ("cka",), "cka_estimator": ("cka",)}
+
+def _shorthands(disabled: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
+    """The shorthand flags, from the metrics' declarations (``OptionHelp(flag=...)``): the flag's parameter name
+    (``cka_cross`` for ``--cka-cross``) → {metric: the option it sets}. A metric whose plugin fails to load has
+    none (it cannot run either)."""
+    from ftprobe.core.errors import PluginError
+    from ftprobe.core.metric import OptionHelp
+    from ftprobe.core.registry import metric_specs
+
+    out: dict[str, dict[str, str]] = {}
+    for name, spec in metric_specs(disabled).items():
+        try:
+            cls = spec.load()
+        except PluginError:
+            continue
+        for option, doc in cls.option_help.items():
+            if isinstance(doc, OptionHelp) and doc.flag:
+                out.setdefault(doc.flag.replace("-", "_"), {})[name] = option
+    return out
 
 
 @click.command(short_help="Compare a base model with fine-tuned versions, layer by layer.")
@@ -58,7 +74,8 @@ _SHORTHANDS = {"k": ("topk_*", "class_concentration"), "score": ("topk_*", "clas
               help="Save metric states every N batches to DIR/checkpoint.pt (always saved on Ctrl-C).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from --out DIR/checkpoint.pt.")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="METRIC.KEY=VALUE",
-              help="A metric option, e.g. -o cka.estimator=minibatch -o 'topk_*.k=[100,1000]'.")
+              help="A metric option, e.g. -o cka.estimator=minibatch -o 'topk_*.k=[100,1000]'; `ftprobe metrics "
+                   "--options` lists every installed metric's options with their help.")
 @click.option("--k", "k", multiple=True, metavar="K", help="Top-k size(s) for top-k metrics (repeatable; 'all').")
 @click.option("--score", type=click.Choice(["mean", "max"]), help="Channel score of top-k metrics.")
 @click.option("--cka-cross", is_flag=True, default=None, help="Also compute the cross-layer CKA matrix.")
@@ -92,13 +109,12 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
         "k": [_k(v) for v in k] if k else None,
         "score": score, "cka_cross": cka_cross, "cka_features": cka_features, "cka_estimator": cka_estimator,
     }
-    for flag, value in shorthand.items():
-        if value is None:
-            continue
-        key = flag.removeprefix("cka_")
+    given = {flag: value for flag, value in shorthand.items() if value is not None}
+    declared = _shorthands(disabled) if given else {}
+    for flag, value in given.items():
         if flag == "k" and len(value) == 1:
             value = value[0]
-        for target in _SHORTHANDS[flag]:
+        for target, key in declared.get(flag, {}).items():
             options.setdefault(target, {})[key] = value
     targets = [Path(out_dir)] if not json_path else []
     targets += [Path(json_path).parent] if json_path not in (None, "-") else []

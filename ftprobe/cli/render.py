@@ -90,10 +90,11 @@ def cross_tables(result: Result) -> list[Any]:
 
     tables = []
     for v in result.values:
-        matrix, tuned = v.arrays.get("cka_cross"), v.arrays.get("tuned_layers")
-        if v.metric != "cka" or v.layer != "*" or v.scope != "pair" or not matrix or not tuned:
+        matrix, tuned = v.arrays.get(f"{v.metric}_cross"), v.arrays.get("tuned_layers")  # any metric's METRIC_cross
+        if v.layer != "*" or v.scope != "pair" or not matrix or not tuned:
             continue
-        table = Table(title=f"cka cross-layer matrix ({v.subject}): base layers × tuned layers", title_justify="left")
+        table = Table(title=f"{v.metric} cross-layer matrix ({v.subject}): base layers × tuned layers",
+                      title_justify="left")
         table.add_column(f"{v.base} \\ {v.tuned}", overflow="fold")
         for name in tuned:
             table.add_column(str(name), justify="right", overflow="fold")

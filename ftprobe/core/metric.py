@@ -48,6 +48,7 @@ __all__ = [
     "Activation",
     "Metric",
     "ModelStep",
+    "OptionHelp",
     "Need",
     "PairStep",
     "Reduce",
@@ -242,6 +243,24 @@ class RunContext:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# How a metric describes itself (stored in the result: a report renders it without the metric installed)
+
+
+@dataclass(frozen=True)
+class OptionHelp:
+    """The help of one ``__init__`` option; ``flag`` makes it a ``ftprobe compare`` shorthand (``"k"`` → ``--k``):
+    ``--FLAG VALUE`` sets the option on every selected metric that declares the same flag."""
+
+    help: str
+    flag: str | None = None
+
+
+def _option_record(doc: str | OptionHelp) -> dict[str, Any]:
+    doc = OptionHelp(doc) if isinstance(doc, str) else doc
+    return {"help": doc.help, **({"flag": doc.flag} if doc.flag else {})}
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The base class
 
 
@@ -269,6 +288,23 @@ class Metric(ABC):
     #: (e.g. ``{"cka": 1.0}``), a callable ``value -> bool``, or :data:`SAME`. ``None``: not declared.
     identity: ClassVar[Mapping[str, Any] | None] = None
 
+    # -- how the report, the summary and the CLI present the metric (see :meth:`declaration`) ---------------------
+    #: Section title in the report (default: the name).
+    title: ClassVar[str | None] = None
+    #: A short description (default: the first line of the class docstring).
+    description: ClassVar[str | None] = None
+    #: Units of the values: one for all (``"%"``, ``""``, ``"relative"``) or value key (glob) → unit.
+    units: ClassVar[str | Mapping[str, str]] = ""
+    #: The value keys (globs such as ``"overlap_mean@*"``) that the summary sentence and the default figure show.
+    headline: ClassVar[tuple[str, ...]] = ()
+    #: How sentences and axes name a headline key (glob → words; ``{}`` stands for what the ``*`` matched).
+    value_names: ClassVar[Mapping[str, str]] = {}
+    #: The ``__init__`` options with their help (``ftprobe metrics --options``, ``-o`` and compare shorthands).
+    option_help: ClassVar[Mapping[str, str | OptionHelp]] = {}
+    #: The file names (globs) the :meth:`figures` hook writes into the report's ``figures/`` folder, so a re-render
+    #: removes those an earlier render left; empty: the report's default names for this metric.
+    figure_files: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self) -> None:
         self._defaults: dict[str, Any] = {}
         self._reductions: dict[str, Reduce] = {}
@@ -287,6 +323,10 @@ class Metric(ABC):
     def state_names(self) -> tuple[str, ...]:
         return tuple(self._reductions)
 
+    def reduction(self, name: str) -> Reduce:
+        """How state ``name`` merges across shards (``"sum"``, ``"max"``, ``"cat"`` or a callable)."""
+        return self._reductions[name]
+
     def views(self) -> frozenset[str]:
         """The activation views this metric reads (see :mod:`ftprobe.core.views`); the default is ``{"gap"}``."""
         return frozenset({"gap"}) if Need.ACTIVATIONS in self.needs else frozenset()
@@ -302,9 +342,39 @@ class Metric(ABC):
 
     @classmethod
     def describe(cls) -> str:
-        """One line for ``ftprobe metrics``: the first line of the class docstring."""
+        """One line for ``ftprobe metrics``: :attr:`description`, else the first line of the class docstring."""
+        if cls.description:
+            return cls.description
         doc = inspect.getdoc(cls) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @classmethod
+    def declaration(cls) -> dict[str, Any]:
+        """What the metric says about itself, as JSON data stored in the result's ``metrics`` record: direction
+        (``higher_is_more_similar``), title, description, units, headline keys and their names, options with help,
+        and the figure files its hook writes."""
+        return {
+            "higher_is_more_similar": cls.higher_is_more_similar,
+            "title": cls.title or cls.name,
+            "description": cls.describe(),
+            "units": cls.units if isinstance(cls.units, str) else dict(cls.units),
+            "headline": list(cls.headline),
+            "value_names": dict(cls.value_names),
+            "option_help": {k: _option_record(v) for k, v in cls.option_help.items()},
+            "figure_files": list(cls.figure_files),
+        }
+
+    @classmethod
+    def figures(cls, values: Any) -> Any:
+        """The report's figures of this metric (a hook; the default returns ``None``: a per-layer line plot of each
+        scalar headline value, a box plot of each per-channel one).
+
+        ``values`` is a :class:`ftprobe.report.MetricValues`: this metric's values in the result (``pairs()``,
+        ``models()``, ``layers()``, ``label(layer)``), the result itself and the figure folder. Return a matplotlib
+        ``Figure``, a list of them, or a list of :class:`ftprobe.report.Figure` records already written with
+        ``values.save``; ``None`` or ``[]`` for the default.
+        """
+        return None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> list[str]:

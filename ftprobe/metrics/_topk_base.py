@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ftprobe.core.errors import MetricNeedsError, ModelMismatch
-from ftprobe.core.metric import Activation, Metric, ModelStep, Need, RunContext, Scope
+from ftprobe.core.metric import Activation, Metric, ModelStep, Need, OptionHelp, RunContext, Scope
 from ftprobe.functional.topk import (
     ALL,
     MAX_MULTILABEL_CLASSES,
@@ -94,6 +94,14 @@ def _channels(shape: Sequence[int]) -> int:
     if not shape:
         return 1
     return int(shape[-1]) if len(shape) == 2 else int(shape[0])
+
+
+TOPK_OPTION_HELP: dict[str, str | OptionHelp] = {
+    "k": OptionHelp("top-k size: an int, 'all' (every eligible image) or a list, e.g. [100,1000]", flag="k"),
+    "score": OptionHelp("channel score: 'mean' (spatial mean, the study's) or 'max' (spatial max)", flag="score"),
+    "positive_only": "only images whose score is > 0 enter the top-k sets (the study's rule; default true)",
+    "max_memory_gb": "refuse a run whose top-k state is estimated above this (per model; default 4)",
+}
 
 
 class TopKMetricBase(Metric):

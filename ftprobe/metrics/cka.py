@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ftprobe.core.errors import MetricNeedsError
-from ftprobe.core.metric import Activation, Metric, Need, PairStep, RunContext, Scope
+from ftprobe.core.metric import Activation, Metric, Need, OptionHelp, PairStep, RunContext, Scope
 from ftprobe.functional._cka_grams import _CHUNK_ELEMENTS, _feature_form_is_cheaper
 from ftprobe.functional.cka import (
     _is_constant,
@@ -91,6 +91,28 @@ class CKA(Metric):
     pairs_units = False  # compares whole representations: any widths, any two architectures
     higher_is_more_similar = True
     identity = {"cka": 1.0}  # identical models, every estimator (NaN with a note when there are too few samples)
+    title = "CKA (feature space)"
+    description = "Centred kernel alignment of the two models' features per layer (1 = same up to rotation)"
+    headline = ("cka",)
+    value_names = {"cka": "CKA"}
+    option_help = {
+        "features": OptionHelp("CKA features: 'gap' (spatial mean, default) or 'flatten'", flag="cka-features"),
+        "estimator": OptionHelp("'exact' (default) or 'minibatch' (unbiased HSIC per batch)", flag="cka-estimator"),
+        "kernel": "'linear' (default) or 'rbf' (exact estimator only)",
+        "rbf_threshold": "RBF bandwidth as a fraction of the median pairwise distance (default 0.5)",
+        "debiased": "unbiased HSIC in the exact estimator (Kornblith's debiased CKA)",
+        "cross": OptionHelp("also compute the cross-layer matrix (base layer i x tuned layer j)", flag="cka-cross"),
+        "max_memory_gb": "refuse a run whose CKA state is estimated above this (default 4)",
+    }
+    figure_files = ("cka_per_layer.png", "cka_cross_pair*.png")
+
+    @classmethod
+    def figures(cls, values: Any) -> Any:
+        """CKA per layer (a line per pair) and the cross-layer heatmap of each pair that has one."""
+        from .figures import cka_cross, cka_per_layer
+
+        return cka_per_layer(values.result, values.out, values.metric) + cka_cross(values.result, values.out,
+                                                                                   values.metric)
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ from ftprobe.core.errors import MetricNeedsError
 from ftprobe.core.metric import SAME, Metric, Need, RunContext
 from ftprobe.functional.concentration import class_histogram, dominant_class, gini, normalized_entropy
 from ftprobe.functional.topk import KSpec, alive_channels, topk_prefix, topk_set_sizes
-from ftprobe.metrics._topk_base import TopKMetricBase, channels_have, short_sets, summarize
+from ftprobe.metrics._topk_base import TOPK_OPTION_HELP, TopKMetricBase, channels_have, short_sets, summarize
 
 __all__ = ["ClassConcentration"]
 
@@ -54,6 +54,23 @@ class ClassConcentration(TopKMetricBase):
     higher_is_more_similar = None
     # identical models: every per-model value equal, every change (layer mean, median, per channel) zero
     identity = {"*@*": SAME, "dead_channels": SAME, "*_change@*": 0.0}
+    title = "Class concentration of the top-k images"
+    description = "How few classes each channel's top-k images come from (normalised entropy or Gini; low = few)"
+    headline = ("entropy_mean@*", "gini_mean@*")
+    value_names = {"entropy_mean@*": "mean normalised entropy of the top-{} images",
+                   "gini_mean@*": "mean Gini of the top-{} images"}
+    option_help = {"measure": "'entropy' (default, normalised) or 'gini'", **TOPK_OPTION_HELP,
+                   "num_classes": "the class count when the data cannot say it (a plain DataLoader)"}
+    figure_files = ("class_concentration_k*.png", "overlap_vs_concentration_k*.png")
+
+    @classmethod
+    def figures(cls, values: Any) -> Any:
+        """Per k: box plots of each model's concentration per layer, then overlap against concentration (a point
+        per channel) when the result also holds the top-k overlap of the same k."""
+        from .figures import class_concentration, overlap_vs_concentration
+
+        return class_concentration(values.result, values.out, values.metric) + overlap_vs_concentration(
+            values.result, values.out, values.metric)
 
     def __init__(
         self,

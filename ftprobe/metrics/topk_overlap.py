@@ -9,7 +9,7 @@ import torch
 
 from ftprobe.core.metric import SAME, Metric, Need
 from ftprobe.functional.topk import alive_channels, topk_overlap, topk_set_sizes
-from ftprobe.metrics._topk_base import TopKMetricBase, channels_have, short_sets, summarize
+from ftprobe.metrics._topk_base import TOPK_OPTION_HELP, TopKMetricBase, channels_have, short_sets, summarize
 
 __all__ = ["TopKOverlap"]
 
@@ -56,6 +56,20 @@ class TopKOverlap(TopKMetricBase):
     higher_is_more_similar = True
     identity = {"overlap@*": 100.0, "overlap_mean@*": 100.0, "overlap_median@*": 100.0, "overlap_q1@*": 100.0,
                 "overlap_q3@*": 100.0, "topk_index@*": SAME, "topk_score@*": SAME, "dead_channels": SAME}
+    title = "Top-k overlap of maximal-activation images"
+    description = "Overlap (%) of each channel's top-k images in the base and the tuned model"
+    units = {"overlap*": "%"}
+    headline = ("overlap_mean@*",)
+    value_names = {"overlap_mean@*": "mean top-{} overlap", "overlap@*": "top-{} overlap"}
+    option_help = TOPK_OPTION_HELP
+    figure_files = ("topk_overlap_k*.png",)
+
+    @classmethod
+    def figures(cls, values: Any) -> Any:
+        """Per k: box plots over channels of the overlap, per layer, a box per pair."""
+        from .figures import topk_overlap
+
+        return topk_overlap(values.result, values.out, values.metric)
 
     def compute(self) -> Mapping[str, Any]:
         t = self.final_topk()

@@ -53,6 +53,24 @@ class WeightChange(Metric):
     scope = Scope.PAIR
     higher_is_more_similar = False
     identity = {"l2": 0.0, "module_l2": 0.0}  # identical weights: no change in any module
+    title = "Weight change (parameter space)"
+    description = "L2 norm of the weight change per conv/linear layer, raw and relative, and per filter"
+    units = {"l2": "", "relative": "relative", "module_l2": "", "module_relative": "relative"}
+    headline = ("relative",)
+    value_names = {"relative": "relative weight change", "l2": "weight change ‖ΔW‖_F"}
+    option_help = {
+        "modules": "module kinds to measure: 'conv,linear' (default) or 'conv' (the study's set)",
+        "top_filters": "how many most-changed filters to keep per module (default 3)",
+        "cosine": "also record the cosine similarity of each kernel pair",
+    }
+    figure_files = ("weight_change.png",)
+
+    @classmethod
+    def figures(cls, values: Any) -> Any:
+        """Raw and relative change of every measured module, in layer order, a line per pair."""
+        from .figures import weight_change
+
+        return weight_change(values.result, values.out, values.metric)
 
     def __init__(self, modules: str = "conv,linear", top_filters: int = 3, cosine: bool = False) -> None:
         super().__init__()

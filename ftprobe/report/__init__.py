@@ -9,13 +9,14 @@ Rendering only reads the result (DESIGN.md invariant 5); ``ftprobe report result
 
 from __future__ import annotations
 
-import re
+import fnmatch
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from ftprobe.core.results import Result
 
+from ._access import MetricValues, figure_globs
 from .figures import Figure, draw_figures
 from .grids import draw_topk_grid, render_grids, report_channels
 from .html import ExtraSection, build_html
@@ -25,6 +26,7 @@ __all__ = [
     "SCHEMA_PATH",
     "ExtraSection",
     "Figure",
+    "MetricValues",
     "ResultsFileError",
     "draw_topk_grid",
     "load_results",
@@ -51,14 +53,15 @@ def _figures(result: Result, fig_dir: Path) -> list[Figure]:
     return figs
 
 
-_OWN_NAMES = re.compile(r"(cka_per_layer|cka_cross_pair\d+|weight_change|topk_overlap_k.+|class_concentration_k.+|"
-                        r"overlap_vs_concentration_k.+|grid_pair\d+_layer\d+_.+)\.png")
+_GRID_NAMES = "grid_pair[0-9]*_layer[0-9]*_*.png"
 
 
-def _remove_stale(fig_dir: Path, keep: set[str]) -> None:
-    """Delete figures an earlier render wrote that this one did not (only names ftprobe gives its own PNGs)."""
+def _remove_stale(result: Result, fig_dir: Path, keep: set[str]) -> None:
+    """Delete figures an earlier render wrote that this one did not (only the names the metrics declare their
+    figures have, the default figures' names and the grids')."""
+    globs = [*figure_globs(result), _GRID_NAMES]
     for p in fig_dir.glob("*.png"):
-        if p.name not in keep and _OWN_NAMES.fullmatch(p.name):
+        if p.name not in keep and any(fnmatch.fnmatchcase(p.name, g) for g in globs):
             p.unlink()
 
 
@@ -103,7 +106,7 @@ def write_report(
     elif not (target.exists() and target.samefile(_results_file(result))):
         shutil.copyfile(_results_file(result), target)  # the file as written, byte for byte
     figs = _figures(res, out / "figures")
-    _remove_stale(out / "figures", {f.path.name for f in figs})
+    _remove_stale(res, out / "figures", {f.path.name for f in figs})
     html_path = out / "report.html"
     tmp = html_path.with_suffix(".html.tmp")
     tmp.write_text(build_html(res, figs, summary_lines=summary_lines, extra_sections=extra_sections), encoding="utf-8")

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import math
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from ftprobe.core.results import Result, Value
 
-__all__ = ["as_float_array", "fmt", "k_keys", "layer_label", "layer_order", "model_values", "no_mathtext", "pair_label",
-           "pair_values", "slug"]
+__all__ = ["MetricValues", "as_float_array", "declared", "figure_globs", "fmt", "installed_metric", "k_keys",
+           "layer_label", "layer_order", "model_values", "no_mathtext", "pair_label", "pair_values", "report_metrics",
+           "slug"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,3 +116,142 @@ def fmt(x: Any) -> str:
     if abs(x) >= 1e4 or abs(x) < 1e-3:
         return f"{x:.4e}"
     return f"{x:.5f}"
+
+
+# -- what a metric declares about itself ---------------------------------------------------------------------------
+
+_UNDECLARED: dict[str, Any] = {"higher_is_more_similar": None, "title": None, "description": "", "units": "",
+                               "headline": [], "value_names": {}, "option_help": {}, "figure_files": []}
+
+
+def installed_metric(name: str) -> Any:
+    """The installed metric class of that name, or ``None`` (not installed here, or its plugin is broken: the
+    report then draws from what the result stored)."""
+    from ftprobe.core.errors import FtprobeError
+    from ftprobe.core.registry import get_metric
+
+    try:
+        return get_metric(name)
+    except FtprobeError:
+        return None
+
+
+def declared(result: Result, metric: str) -> dict[str, Any]:
+    """A metric's declaration: the one stored in the result (``metrics[name]["declared"]``, what the run had),
+    else the installed class's (results written before metrics declared themselves), else nothing declared."""
+    stored = (result.metrics.get(metric) or {}).get("declared")
+    if stored is None:
+        cls = installed_metric(metric)
+        stored = cls.declaration() if cls is not None else {}
+    out = {**_UNDECLARED, **stored}
+    out["title"] = out["title"] or metric
+    return out
+
+
+def report_metrics(result: Result) -> list[str]:
+    """The metrics of the report, in the result's order: those that ran, then any other that has values."""
+    names = list(result.metrics)
+    names += [m for m in dict.fromkeys(v.metric for v in result.values) if m not in names]
+    return names
+
+
+def _default_figure_glob(metric: str) -> str:
+    return f"{slug(metric)}_[0-9]*.png"
+
+
+def figure_globs(result: Result) -> list[str]:
+    """The PNG names (globs) the report's figures may have: what each metric of the result and each installed one
+    declares its hook writes, else the default figures' names."""
+    from ftprobe.core.registry import metric_specs
+
+    globs: list[str] = []
+    for name in [*report_metrics(result), *metric_specs()]:
+        files = declared(result, name)["figure_files"] or [_default_figure_glob(name)]
+        globs.extend(g for g in files if g not in globs)
+    return globs
+
+
+def _match(pattern_map: Any, key: str, default: str) -> str:
+    """The entry of ``{glob: text}`` whose glob matches ``key`` (``{}`` in the text: what the ``*`` matched)."""
+    if isinstance(pattern_map, str):
+        return pattern_map
+    for pat, text in (pattern_map or {}).items():
+        if fnmatch.fnmatchcase(key, pat):
+            star = re.fullmatch(re.escape(pat).replace(r"\*", "(.*)"), key)
+            return str(text).replace("{}", star.group(1) if star and star.groups() else "")
+    return default
+
+
+def _key_order(key: str) -> tuple[Any, ...]:
+    head, _, tail = key.partition("@")
+    return (head, (0, int(tail), "") if tail.isdigit() else (1, 0, tail))
+
+
+@dataclass(frozen=True)
+class MetricValues:
+    """One metric's part of a result, as its :meth:`~ftprobe.core.metric.Metric.figures` hook and the report read
+    it: its values, its declaration, and the folder its figures go to."""
+
+    result: Result
+    metric: str
+    out: Path
+
+    @functools.cached_property
+    def declared(self) -> dict[str, Any]:
+        return declared(self.result, self.metric)
+
+    @property
+    def title(self) -> str:
+        return str(self.declared["title"])
+
+    @property
+    def direction(self) -> bool | None:
+        """``higher_is_more_similar``: True (lowest = most changed), False (largest = most changed), or None."""
+        return self.declared["higher_is_more_similar"]
+
+    @property
+    def stem(self) -> str:
+        """The start of this metric's default figure names."""
+        return slug(self.metric)
+
+    @property
+    def values(self) -> list[Value]:
+        return [v for v in self.result.values if v.metric == self.metric]
+
+    def pairs(self) -> dict[tuple[str, str], dict[str, Value]]:
+        return pair_values(self.result, self.metric)
+
+    def models(self) -> dict[str, dict[str, Value]]:
+        return model_values(self.result, self.metric)
+
+    def layers(self) -> list[str]:
+        return layer_order(self.result)
+
+    def label(self, layer: str) -> str:
+        return layer_label(self.result, layer)
+
+    def headline_keys(self) -> list[str]:
+        """The value keys present in the result that the headline globs name, glob by glob, k ascending."""
+        keys: list[str] = []
+        present = [k for v in self.values if v.layer != "*" for k in (*v.scalars, *v.arrays)]
+        for pat in self.declared["headline"]:
+            found = sorted({k for k in present if fnmatch.fnmatchcase(k, pat)}, key=_key_order)
+            keys.extend(k for k in found if k not in keys)
+        return keys
+
+    def unit(self, key: str) -> str:
+        return _match(self.declared["units"], key, "")
+
+    def value_name(self, key: str) -> str:
+        return _match(self.declared["value_names"], key, key)
+
+    def hook(self) -> Callable[[MetricValues], Any] | None:
+        """The installed metric's ``figures`` classmethod, or ``None`` when the metric is not installed here."""
+        cls = installed_metric(self.metric)
+        return None if cls is None else cls.figures
+
+    def save(self, fig: Any, name: str, title: str, caption: str = "") -> Any:
+        """Write ``fig`` as ``NAME.png`` in the figure folder; the :class:`~ftprobe.report.Figure` record of it."""
+        from .figures import Figure, save
+
+        return Figure(save(fig, self.out / f"{slug(name, 80)}.png"), self.metric, title, caption)

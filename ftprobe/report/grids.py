@@ -12,7 +12,7 @@ import base64
 import functools
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ftprobe.core.errors import FtprobeError
-from ftprobe.core.results import Result
+from ftprobe.core.results import Result, Value
 
 from ._access import (
     as_float_array,
@@ -29,7 +29,6 @@ from ._access import (
     layer_label,
     layer_order,
     pair_label,
-    pair_values,
     slug,
 )
 from .figures import Figure
@@ -43,9 +42,10 @@ _FLAT_COLOURS = 256
 
 
 def topk_sets(result: Result, layer: str, model: str) -> tuple[str, np.ndarray] | None:
-    """``(K, index (C, W) int64)`` of one model's top-K images at a layer, or None when not recorded."""
+    """``(K, index (C, W) int64)`` of one model's top-K images at a layer (the ``topk_index@K`` array of the first
+    model value that records one), or None when not recorded."""
     for v in result.values:
-        if v.metric == "topk_overlap" and v.scope == "model" and v.model == model and v.layer == layer:
+        if v.scope == "model" and v.model == model and v.layer == layer:
             ks = k_keys([v], "topk_index")
             if ks:
                 arr = np.asarray(as_float_array(v.arrays[f"topk_index@{ks[-1]}"]), dtype=np.float64)
@@ -326,20 +326,26 @@ def grid_html(result: Result, grid: GridSpec, thumbs: Thumbnails) -> str:
     return "".join(out)
 
 
+def _pair_value(result: Result, pair: tuple[str, str], layer: str, test: Callable[[Value], bool]) -> Value | None:
+    """The first pair value at ``layer`` that passes ``test`` (the grids read values by what they hold)."""
+    return next((v for v in result.values if v.scope == "pair" and (v.base, v.tuned) == pair and v.layer == layer
+                 and test(v)), None)
+
+
 def report_channels(result: Result, pair: tuple[str, str], layer: str) -> list[tuple[int, str]]:
     """The channels the report shows for a pair and layer: the most-changed filters, then the lowest, median and
     highest top-k overlap among channels with a positive image.
 
-    ``weight_l2`` lists most-changed filters per module; the layer's channels are taken from its last measured
-    module, whose filters are the layer's last channels (the whole output for a plain conv block, the last branch
-    of a concatenation, or the projection of a residual block).
+    A weight-change value (``most_changed_filters``, e.g. ``weight_l2``) lists most-changed filters per module;
+    the layer's channels are taken from its last measured module, whose filters are the layer's last channels (the
+    whole output for a plain conv block, the last branch of a concatenation, or the projection of a residual block).
     """
     sets = [topk_sets(result, layer, m) for m in pair]
     if sets[0] is None or sets[1] is None:
         return []
     n_ch = sets[0][1].shape[0]
     picks: list[tuple[int, str]] = []
-    wl2 = pair_values(result, "weight_l2").get(pair, {}).get(layer)
+    wl2 = _pair_value(result, pair, layer, lambda v: "most_changed_filters" in v.arrays)
     if wl2 is not None:
         mods, filt, top = (wl2.arrays.get(k, []) for k in ("modules", "filter_relative", "most_changed_filters"))
         last = max((i for i, f in enumerate(filt) if f), default=None)
@@ -348,7 +354,7 @@ def report_channels(result: Result, pair: tuple[str, str], layer: str) -> list[t
             for f in top[last] if last < len(top) else []:
                 r = filt[last][f]
                 picks.append((offset + int(f), f"most changed filter of {mods[last]} (r={r:.3g})"))
-    pv = pair_values(result, "topk_overlap").get(pair, {}).get(layer)
+    pv = _pair_value(result, pair, layer, lambda v: bool(k_keys([v], "overlap")))
     if pv is not None:
         ks = k_keys([pv], "overlap")
         ov = as_float_array(pv.arrays.get(f"overlap@{ks[-1]}")) if ks else np.zeros(0)

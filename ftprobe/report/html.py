@@ -12,6 +12,7 @@ inserted as they are. A Content-Security-Policy forbids scripts and every fetch 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 from collections.abc import Iterable, Sequence
 from html import escape
@@ -20,11 +21,11 @@ from typing import Any
 
 from ftprobe.core.results import Result, Value
 
-from ._access import fmt, layer_label, layer_order, pair_values
+from ._access import MetricValues, fmt, layer_label, layer_order, report_metrics
 from .figures import Figure
 from .grids import GRID_CSS, Thumbnails, grid_html
 
-__all__ = ["ExtraSection", "build_html", "summary_sentences"]
+__all__ = ["ExtraSection", "build_html", "metric_sentences", "summary_sentences"]
 
 ExtraSection = tuple[str, str, Sequence[str | Path]]
 
@@ -45,12 +46,6 @@ code{font-size:12px;word-break:break-all}.muted{color:#666;font-size:12px}ul.sum
 .warn{color:#8a4b00}td.hash{font:11px monospace;word-break:break-all;min-width:150px;max-width:200px}
 td.long{word-break:break-all;max-width:260px}
 """
-_SECTION_TITLES = {
-    "cka": "CKA (feature space)",
-    "weight_l2": "Weight change (parameter space)",
-    "topk_overlap": "Top-k overlap of maximal-activation images",
-    "class_concentration": "Class concentration of the top-k images",
-}
 
 
 def _img(path: Path, alt: str) -> str:
@@ -128,21 +123,43 @@ def summary_sentences(result: Result) -> list[str]:
         d = result.data
         out.append(f"{result.run.get('samples', d.get('num_samples'))} images from {d.get('root') or d.get('kind')}"
                    + (f" ({d.get('skipped')} unreadable files skipped)" if d.get("skipped") else "") + ".")
-    for metric, key, word, lowest in (("cka", "cka", "CKA", True), ("weight_l2", "relative", "relative weight change",
-                                                                       False)):
-        for (b, t), by_layer in pair_values(result, metric).items():
-            pts = [(v.scalars[key], n) for n, v in by_layer.items() if key in v.scalars and n != "*"
-                   and v.scalars[key] == v.scalars[key]]
-            if pts:
-                x, n = min(pts) if lowest else max(pts)
-                out.append(f"{b} → {t}: {'lowest' if lowest else 'largest'} {word} at {layer_label(result, n)} "
-                           f"({fmt(x)}).")
-    for (b, t), by_layer in pair_values(result, "topk_overlap").items():
-        pts = [(x, k.split("@", 1)[1], n) for n, v in by_layer.items() for k, x in v.scalars.items()
-               if k.startswith("overlap_mean@") and x == x]
-        if pts:
-            x, k, n = min(pts)
-            out.append(f"{b} → {t}: lowest mean top-{k} overlap at {layer_label(result, n)} ({x:.1f}%).")
+    for metric in report_metrics(result):
+        out.extend(metric_sentences(MetricValues(result, metric, Path())))
+    return out
+
+
+def _number(x: float, unit: str) -> str:
+    """A value in a sentence: a percentage to one decimal; other units are named on the figures' axes."""
+    return f"{x:.1f}%" if unit == "%" else fmt(x)
+
+
+def metric_sentences(values: MetricValues) -> list[str]:
+    """One sentence per subject (pair or model) and headline key: where the metric says the models differ most, by
+    its declared direction (``higher_is_more_similar``: the lowest value, or the largest), or the range of a value
+    with no direction. Keys of one headline glob (``overlap_mean@*``: one per k) share the sentence."""
+    out = []
+    subjects = {**{f"{b} → {t}": d for (b, t), d in values.pairs().items()}, **values.models()}
+    keys = values.headline_keys()
+    groups: dict[str, list[str]] = {}
+    for pat in values.declared["headline"]:
+        groups[pat] = [k for k in keys if k not in {x for g in groups.values() for x in g}
+                       and fnmatch.fnmatchcase(k, pat)]
+    for subject, by_layer in subjects.items():
+        for group in groups.values():
+            pts = [(v.scalars[k], k, n) for n, v in by_layer.items() for k in group
+                   if n != "*" and k in v.scalars and v.scalars[k] == v.scalars[k]]
+            if not pts:
+                continue
+            lo, hi = min(pts), max(pts)
+            direction = values.direction
+            if direction is None:
+                out.append(f"{subject}: {values.value_name(lo[1])} lowest at {layer_label(values.result, lo[2])} "
+                           f"({_number(lo[0], values.unit(lo[1]))}), {values.value_name(hi[1])} highest at "
+                           f"{layer_label(values.result, hi[2])} ({_number(hi[0], values.unit(hi[1]))}).")
+                continue
+            x, k, n = lo if direction else hi
+            out.append(f"{subject}: {'lowest' if direction else 'largest'} {values.value_name(k)} at "
+                       f"{layer_label(values.result, n)} ({_number(x, values.unit(k))}).")
     return out
 
 
@@ -198,14 +215,13 @@ def build_html(
     body = '<ul class="summary">' + "".join(f"<li>{escape(str(s))}</li>" for s in lines) + "</ul>"
     body += "".join(f'<p class="warn">warning: {escape(w)}</p>' for w in result.warnings)
     sections.append(("summary", "Summary", body))
-    known = [m for m in _SECTION_TITLES if m in result.metrics]
-    for i, metric in enumerate(known + [m for m in result.metrics if m not in known], start=1):
-        title = _SECTION_TITLES.get(metric, metric)
+    for i, metric in enumerate(result.metrics, start=1):
+        declared = MetricValues(result, metric, Path()).declared
+        title = str(declared["title"])
         opts = _jsonish(result.metrics[metric].get("options", {}))
-        body = f'<p class="muted">options: <code>{escape(opts)}</code></p>'
+        body = f'<p class="muted">{escape(str(declared["description"]))}</p>' if declared["description"] else ""
+        body += f'<p class="muted">options: <code>{escape(opts)}</code></p>'
         body += "".join(_figure(f) for f in by_section.get(metric, []))
-        if metric == "class_concentration":
-            body += "".join(_figure(f) for f in by_section.get("scatter", []))
         body += scalar_tables(result, metric)
         sections.append((f"metric-{i}", title, body))
     thumbs = Thumbnails()

@@ -107,6 +107,10 @@ class _MomentMetric(Metric):
         return n, ""
 
 
+_FEATURES_HELP = "the activation view: 'gap' (spatial mean, default), 'max' or 'flatten'"
+_MEMORY_HELP = "refuse a run whose streamed moments are estimated above this many GB (default 4)"
+
+
 class SVCCA(_MomentMetric):
     """SVCCA: mean canonical correlation after keeping 99% of each side's variance (Raghu et al. 2017).
 
@@ -127,6 +131,44 @@ class SVCCA(_MomentMetric):
     name = "svcca"
     higher_is_more_similar = True
     identity = {"svcca": 1.0}
+    title = "SVCCA (mean canonical correlation)"
+    description = "Mean canonical correlation after keeping 99% of each side's variance; 1 = same representation"
+    headline = ("svcca",)
+    value_names = {"svcca": "SVCCA"}
+    option_help = {
+        "keep": "the share of variance kept per side, 0 < keep <= 1 (default 0.99)",
+        "features": _FEATURES_HELP,
+        "max_memory_gb": _MEMORY_HELP,
+    }
+    figure_files = ("svcca_correlations.png",)
+
+    @classmethod
+    def figures(cls, values: Any) -> Any:
+        """The canonical correlations of each layer, sorted, one panel per pair (beside the report's SVCCA
+        values, which are their means): where the spectrum drops shows how many directions the models share."""
+        from matplotlib.figure import Figure
+
+        pairs = values.pairs()
+        curves = {pair: [(n, d[n].arrays["correlations"]) for n in values.layers()
+                         if n in d and isinstance(d[n].arrays.get("correlations"), list)] for pair, d in pairs.items()}
+        curves = {pair: c for pair, c in curves.items() if c}
+        if not curves:
+            return None
+        fig = Figure(figsize=(min(10.6, 3.5 * len(curves) + 1.0), 3.4), layout="constrained")
+        axes = fig.subplots(1, len(curves), squeeze=False, sharey=True)[0]
+        for ax, ((base, tuned), layer_curves) in zip(axes, curves.items()):
+            for layer, corr in layer_curves:
+                ys = sorted((float(c) for c in corr if c is not None), reverse=True)
+                ax.plot(range(1, len(ys) + 1), ys, "o-", ms=3, label=values.label(layer))
+            ax.set_title(f"{base} → {tuned}", fontsize=10)
+            ax.set_xlabel("canonical direction (sorted)")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        axes[0].set_ylabel("canonical correlation")
+        fig.suptitle("SVCCA: canonical correlations per layer")
+        return [values.save(fig, "svcca_correlations", "SVCCA canonical correlations",
+                            "Sorted canonical correlations of each layer; their mean is the SVCCA value.")]
 
     def __init__(self, keep: float = 0.99, features: str = "gap", max_memory_gb: float = 4.0) -> None:
         super().__init__(features, max_memory_gb)
@@ -164,6 +206,15 @@ class PWCCA(_MomentMetric):
     name = "pwcca"
     higher_is_more_similar = True
     identity = {"pwcca": 1.0}
+    title = "PWCCA (projection-weighted CCA)"
+    description = "Canonical correlations weighted by how much of the representation each accounts for; 1 = same"
+    headline = ("pwcca",)
+    value_names = {"pwcca": "PWCCA"}
+    option_help = {
+        "rank_tol": "directions with variance below rank_tol x the largest count as empty (rank detection)",
+        "features": _FEATURES_HELP,
+        "max_memory_gb": _MEMORY_HELP,
+    }
 
     def __init__(self, rank_tol: float = RANK_TOL, features: str = "gap", max_memory_gb: float = 4.0) -> None:
         super().__init__(features, max_memory_gb)
@@ -197,6 +248,11 @@ class Procrustes(_MomentMetric):
     name = "procrustes"
     higher_is_more_similar = False
     identity = {"procrustes": 0.0}
+    title = "Orthogonal Procrustes distance"
+    description = "Procrustes distance of centred, unit-norm features, in [0, 2]; 0 = same up to rotation"
+    headline = ("procrustes",)
+    value_names = {"procrustes": "Procrustes distance"}
+    option_help = {"features": _FEATURES_HELP, "max_memory_gb": _MEMORY_HELP}
 
     def compute(self) -> dict[str, Any]:
         n, why = self._ready()
@@ -237,6 +293,15 @@ class MutualKNN(Metric):
     layerwise = True
     pairs_units = False  # compares two sets of features of any widths: runs on models of different architectures
     higher_is_more_similar = True
+    title = "Mutual k-nearest-neighbour alignment"
+    description = "Mean share of each sample's k nearest neighbours common to both models; 1 = same neighbourhoods"
+    headline = ("mutual_knn",)
+    value_names = {"mutual_knn": "mutual k-NN alignment"}
+    option_help = {
+        "k": "neighbours per sample, 1 <= k < the samples used (default 10)",
+        "max_samples": "the most samples kept, by global index (bounds memory; default 2048)",
+        "features": _FEATURES_HELP,
+    }
 
     def __init__(self, k: int = 10, max_samples: int = 2048, features: str = "gap") -> None:
         super().__init__()
