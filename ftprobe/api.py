@@ -384,12 +384,11 @@ def compare(
         if src is not None and dist_info.active:
             src.shard(dist_info.rank, dist_info.world)
         if resume and ckpt is not None:
-            saved = ckpt.load()
-            engine.load_states(saved["states"])
-            start = saved["position"]
+            start, states = ckpt.load()
+            engine.load_states(states)
             if src is not None:
-                src.resume_after(int(start["last_index"]), int(start["batches"]))
-            notice(f"resuming after {start['samples']} samples ({start['batches']} batches) from {ckpt.file}")
+                src.resume_after(start.last_index, start.batches)
+            notice(f"resuming after {start.samples} samples ({start.batches} batches) from {ckpt.file}")
         if on_start is not None:
             on_start(src.num_samples if (src and engine.needs_data) else None)
         batches = src.batches() if (src is not None and engine.needs_data) else iter(())

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .checkpoint import RunPosition
 from .metric import Metric, iter_state_tensors, resolve_reduce, state_to
 
 __all__ = ["DistInfo", "init_from_env", "merge_metrics", "reduce_stats"]
@@ -56,7 +57,7 @@ def init_from_env(device: torch.device) -> tuple[DistInfo, torch.device]:
 
 
 def _plain_sum(metric: Metric, name: str) -> bool:
-    return metric._reductions[name] == "sum" and isinstance(getattr(metric, name), torch.Tensor)
+    return metric.reduction(name) == "sum" and isinstance(getattr(metric, name), torch.Tensor)
 
 
 def merge_metrics(metrics: Sequence[Metric], info: DistInfo) -> None:
@@ -81,7 +82,7 @@ def merge_metrics(metrics: Sequence[Metric], info: DistInfo) -> None:
         merged = {n: state_to(objects[0][i][n], device) for n in names}
         for r in range(1, info.world):
             for n in names:
-                merged[n] = resolve_reduce(m._reductions[n])(merged[n], state_to(objects[r][i][n], device))
+                merged[n] = resolve_reduce(m.reduction(n))(merged[n], state_to(objects[r][i][n], device))
         for n in names:
             setattr(m, n, merged[n])
 
@@ -95,8 +96,8 @@ def reduce_stats(stats: dict[str, Any], info: DistInfo) -> dict[str, Any]:
     gathered: list[Any] = [None] * info.world
     dist.all_gather_object(gathered, stats)
     out = dict(stats)
-    out["samples"] = sum(g["samples"] for g in gathered)
-    out["batches"] = sum(g["batches"] for g in gathered)
+    merged = RunPosition.merged([RunPosition.from_dict(g) for g in gathered])
+    out["samples"], out["batches"] = merged.samples, merged.batches
     out["interrupted"] = any(g["interrupted"] for g in gathered)
     out["duration_s"] = max(g.get("duration_s", 0.0) for g in gathered)
     out["world_size"] = info.world

@@ -1,14 +1,15 @@
 """The one pass: every model runs once per batch, every metric is fed from the same captured views.
 
-The engine knows *kinds* of input (activations, labels, weights) and metric scopes, never a concrete metric.
-Everything that can fail because of user input fails in :meth:`Engine.prepare`, before any data is read.
+The engine resolves and checks layers, runs the models and captures views; what each metric is fed, and which values
+it returns, is the plan's (:mod:`ftprobe.core.plan`): the batch loop only hands it the views. Everything that can
+fail because of user input fails in :meth:`Engine.prepare`, before any data is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from .capture import Capture, LayerPlan, evaluating, split_call
-from .checkpoint import Checkpointer
-from .errors import DataError, FtprobeError, MetricNeedsError, ModelMismatch
+from .checkpoint import Checkpointer, RunPosition
+from .errors import DataError, FtprobeError, ModelMismatch
 from .layers import LayerInfo, ResolvedLayer, natural_layers, probe, resolve_layers
-from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep, state_to
-from .results import Result, Value, split_values
+from .metric import Activation, Metric, RunContext
+from .plan import Plan, Topology, needs_activations
+from .results import Result, Value
 
 __all__ = ["Engine", "MetricRequest", "ModelEntry"]
 
@@ -47,26 +49,6 @@ class MetricRequest:
     provider: str = ""
     version: str = ""
     explicit: bool = False  # named by the user (not reached by default or a glob): refusing it stops the run
-
-
-@dataclass
-class _Slot:
-    """One metric instance and where it belongs."""
-
-    request: MetricRequest
-    metric: Metric
-    layer: str | None  # canonical layer (None: all layers)
-    pair: tuple[int, int] | None = None
-    model: int | None = None
-    owner: _Slot | None = None  # another slot whose state this one shares
-
-
-def _channels_first_shape(shape: tuple[int, ...] | None, layout: str) -> tuple[int, ...]:
-    """A layer's output shape (no batch axis) with the channel axis first, as the views see it."""
-    shape = tuple(shape or ())
-    if layout == "nhwc" and len(shape) >= 2:
-        return (shape[-1], *shape[:-1])
-    return shape
 
 
 def _sync_free_count(t: Tensor) -> Tensor:
@@ -138,8 +120,7 @@ class Engine:
         self.model_layers: list[list[ResolvedLayer]] = []  # every model's, in its own names
         self.paired = True  # every model has as many layers as the base: layer i pairs with layer i
         self.names: list[dict[str, str]] = []  # per model: layer key (the base's name when paired) -> its own name
-        self.slots: list[_Slot] = []
-        self.notes: dict[str, list[str]] = {}
+        self.plan = Plan(Topology([], [], [], [], [], [], True, []), self.notice)  # built by prepare()
         self.warnings: list[str] = []
         self.skipped: list[dict[str, str]] = []  # metrics left out because the models cannot be paired unit by unit
         self._infos: list[list[LayerInfo]] = []
@@ -170,8 +151,7 @@ class Engine:
                         "matrix); pass lists of equal length to pair layer i with layer i")
         for pair in self.pairs:
             self._check_pair(*pair)
-        self._select_metrics()
-        self._build_slots(data_ctx or RunContext())
+        self._plan(data_ctx or RunContext())
 
     def _resolve(self, m: int) -> list[ResolvedLayer]:
         """Model ``m``'s layers: its own specs, the base's (same architecture), or its natural layers."""
@@ -253,7 +233,7 @@ class Engine:
                 if shapes[0][nb] != shapes[1][nt]:
                     differ.append(key)
         chosen_layers = b in self.tuned_specs or t in self.tuned_specs or not self._same(b, t)
-        needs_acts = any(Need.ACTIVATIONS in r.cls.needs for r in self.requests)
+        needs_acts = needs_activations(self.requests)
         for key in differ if units else []:
             nb, nt = self.names[b][key], self.names[t][key]
             what = (f"layer {key!r} has output shape {shapes[0][nb]} in {mb.label} but {shapes[1][nt]} in "
@@ -271,185 +251,44 @@ class Engine:
         self._units[(b, t)] = units
         self._widths_differ[(b, t)] = differ if units else []
 
-    def _cannot_run(self, cls: type[Metric]) -> str | None:
-        """Why a metric cannot run on these models' layers (None: it can)."""
-        if getattr(cls, "pairs_units", True):
-            for b, t in self.pairs:
-                if self._units[(b, t)]:
-                    acts = Need.WEIGHTS not in cls.needs
-                    if acts and cls.layerwise and self.layers and len(self._widths_differ[(b, t)]) == len(self.layers):
-                        return (f"compares channels one to one, and every selected layer differs in width between "
-                                f"{self.models[b].label} and {self.models[t].label} (a replaced head); select layers "
-                                "before the head")
-                    if not cls.layerwise and acts and self._widths_differ[(b, t)]:
-                        keys = ", ".join(self._widths_differ[(b, t)])
-                        return (f"compares units one to one, and layer(s) {keys} differ in width between "
-                                f"{self.models[b].label} and {self.models[t].label}; leave them out of --layers")
-                    continue
-                mb, mt = self.models[b], self.models[t]
-                why = ("are different architectures" if not self._same(b, t)
-                       else "are compared on different layers")
-                what = "weights" if Need.WEIGHTS in cls.needs else "channels"
-                return (f"pairs {what} one to one, so it needs models of the same architecture compared on the same "
-                        f"layers, and {mb.label} and {mt.label} {why}; metrics of whole representations (cka) run "
-                        "across architectures")
-        if (cls.layerwise or Need.WEIGHTS in cls.needs) and not self.paired:  # a WeightStep holds paired modules
-            counts = " and ".join(str(len(r)) for r in self.model_layers)
-            return (f"compares layer i of one model with layer i of the other, but the layer lists have {counts} "
-                    "layers; pass lists of equal length (--layers / --tuned-layers) to pair them")
-        return None
-
-    def _select_metrics(self) -> None:
-        """Leave out (with a notice) or refuse (when named) the metrics these models cannot be compared with."""
-        kept, reasons = [], []
-        for req in self.requests:
-            reason = self._cannot_run(req.cls)
-            if reason is None:
-                kept.append(req)
-                continue
-            if req.explicit:
-                raise MetricNeedsError(f"metric {req.name!r} cannot run on these models: it {reason}. Leave it out "
-                                       "of --metrics")
-            reasons.append(f"metric {req.name!r} {reason}")
-            self.skipped.append({"metric": req.name, "reason": reasons[-1]})  # as select_metrics words its reasons
-            self.notice(f"skipped {reasons[-1]}")
-        if not kept:
-            raise MetricNeedsError("no metric can run on these models: " + "; ".join(reasons))
-        self.requests = kept
-
-    def _context(self, ctx: RunContext, target: dict[str, Any]) -> RunContext:
-        """The run context of one metric instance: its (pair's base) model's layers and shapes, the tuned model's."""
-        shapes = [{r.name: _channels_first_shape(r.shape, r.layout) for r in res} for res in self.model_layers]
-        if "pair" in target:
-            b, t = target["pair"]
-            units = self._units[(b, t)]
-            tuned = dict(tuned_layers=tuple(self.names[t].values()), tuned_shapes=shapes[t])
-        else:
-            b = target["model"]
-            units = all(self._units[p] for p in self.pairs if b in p)
-            tuned = {}
-        return dataclasses.replace(
-            ctx, layers=tuple(self.names[b]), shapes={k: shapes[b][n] for k, n in self.names[b].items()},
-            units_paired=units, device=str(self.device), **tuned,
+    def _plan(self, ctx: RunContext) -> None:
+        """The feeds of the metrics these models and this data can serve (see :mod:`ftprobe.core.plan`)."""
+        topo = Topology(
+            labels=[e.label for e in self.models], pairs=self.pairs, layers=[r.name for r in self.layers],
+            names=self.names, shapes=[{r.name: r.channels_first_shape for r in res} for res in self.model_layers],
+            counts=[len(r) for r in self.model_layers], paired=self.paired, same_arch=self._same_arch,
+            units=self._units, widths_differ=self._widths_differ, device=str(self.device),
         )
-
-    def _left_out(self, req: MetricRequest, pair: tuple[int, int], layer: str | None) -> bool:
-        """A layer whose width differs (a replaced head) is left out of activation metrics that pair channels."""
-        return (layer is not None and Need.ACTIVATIONS in req.cls.needs and getattr(req.cls, "pairs_units", True)
-                and layer in self._widths_differ.get(pair, []))
-
-    def _build_slots(self, ctx: RunContext) -> None:
-        kept, reasons = [], []
-        for req in self.requests:
-            try:
-                slots, notes = self._slots_of(req, ctx)
-            except MetricNeedsError as exc:
-                # A metric's own setup check (too few samples, a layer it cannot read ...): only a metric the user
-                # named may stop the run; one reached by default or by a glob is left out with a notice.
-                if req.explicit:
-                    raise
-                reasons.append(f"metric {req.name!r}: {exc}")
-                self.skipped.append({"metric": req.name, "reason": reasons[-1]})
-                self.notice(f"skipped {reasons[-1]}")
-                continue
-            kept.append(req)
-            self.slots.extend(slots)
-            self.notes[req.name] = notes
-            for note in notes:
-                self.notice(f"{req.name}: {note}")
-        if not kept:
-            raise MetricNeedsError("no metric can run on this data: " + "; ".join(reasons))
-        self.requests = kept
-        owners: dict[Hashable, _Slot] = {}
-        for slot in self.slots:
-            key = slot.metric.state_key()
-            if key is None:
-                continue
-            full = (key, slot.layer, slot.pair, slot.model)
-            if full in owners:
-                slot.owner = owners[full]
-            else:
-                owners[full] = slot
-
-    def _slots_of(self, req: MetricRequest, ctx: RunContext) -> tuple[list[_Slot], list[str]]:
-        """One metric's instances (per target and layer), set up, and the notes they gave."""
-        cls = req.cls
-        per_layer: list[str | None] = [r.name for r in self.layers] if cls.layerwise else [None]
-        if cls.scope == Scope.MODEL and Need.WEIGHTS not in cls.needs:
-            targets: list[dict[str, Any]] = [dict(model=m) for m in sorted({i for p in self.pairs for i in p})]
-        else:
-            targets = [dict(pair=p) for p in self.pairs]
-        notes: list[str] = []
-        for pair in self.pairs:
-            for layer in per_layer:
-                if self._left_out(req, pair, layer):
-                    b, t = (self.models[i].label for i in pair)
-                    notes.append(f"layer {layer!r} left out for {b} → {t}: its width differs between the "
-                                 "models (a replaced head) and this metric pairs channels one to one")
-        slots = []
-        for target in targets:
-            tctx = self._context(ctx, target)
-            for layer in per_layer:
-                if "pair" in target and self._left_out(req, target["pair"], layer):
-                    continue
-                metric = cls(**req.options).to(self.device)
-                for note in metric.setup(tctx):
-                    if note not in notes:
-                        notes.append(note)
-                slots.append(_Slot(req, metric, layer, **target))
-        return slots, notes
+        self.plan = Plan(topo, self.notice).build(self.requests, ctx)
+        self.requests = self.plan.requests
+        self.skipped = self.plan.skipped
 
     # -- running --------------------------------------------------------------------------------------------------
     @property
     def needs_data(self) -> bool:
-        return any(Need.ACTIVATIONS in s.request.cls.needs for s in self.slots)
+        return self.plan.needs_data
 
-    def _weight_pass(self) -> None:
-        for slot in self.slots:
-            if Need.WEIGHTS not in slot.request.cls.needs or slot.pair is None:
-                continue
-            b, t = slot.pair
-            mods = [dict(self.models[i].module.named_modules()) for i in (b, t)]
-            for layer in [slot.layer] if slot.layer else [r.name for r in self.layers]:
-                bname, tname = self.names[b][layer], self.names[t][layer]
-                step = WeightStep(layer, mods[0][split_call(bname)[0]], mods[1][split_call(tname)[0]])
-                slot.metric.update(step)
-
-    def _plans(self) -> list[dict[str, LayerPlan]]:
-        views: list[dict[str, set[str]]] = [{} for _ in self.models]
-        for slot in self.slots:
-            if Need.ACTIVATIONS not in slot.request.cls.needs or slot.owner is not None:
-                continue
-            wanted = slot.metric.views()
-            users = slot.pair if slot.pair is not None else (slot.model,)
-            for m in users:
-                for layer in [slot.layer] if slot.layer else list(self.names[m]):
-                    views[m].setdefault(layer, set()).update(wanted)
+    def _layer_plans(self) -> list[dict[str, LayerPlan]]:
+        """What each model's capture keeps: per layer (its own name) the views the feeds read, its layout rule."""
         info_by_name = [{i.name: i for i in infos} for infos in self._infos]
         plans = []
-        for m, per_layer in enumerate(views):
-            plan = {}
+        for m, per_layer in enumerate(self.plan.views()):
             layouts = {r.name: r.layout for r in self.model_layers[m]}  # each model's own rule (a CNN and a ViT)
-            for layer, vs in per_layer.items():
-                name = self.names[m][layer]
-                plan[name] = LayerPlan(frozenset(vs), layouts[name], info_by_name[m][name].inplace)
-            plans.append(plan)
+            names = {key: self.names[m][key] for key in per_layer}
+            plans.append({names[k]: LayerPlan(frozenset(vs), layouts[names[k]], info_by_name[m][names[k]].inplace)
+                          for k, vs in per_layer.items()})
         return plans
 
     # -- state of the pass (checkpoint / resume / distributed merge) ---------------------------------------------
     def owners(self) -> list[Metric]:
         """The metric instances that hold state (shared-state followers excluded), in a fixed order."""
-        return [s.metric for s in self.slots if s.owner is None]
+        return self.plan.owners()
 
     def dump_states(self) -> list[dict[str, Any]]:
-        return [m.state_dict() for m in self.owners()]
+        return self.plan.dump_states()
 
     def load_states(self, states: list[dict[str, Any]]) -> None:
-        owners = self.owners()
-        if len(states) != len(owners):
-            raise ValueError(f"checkpoint holds {len(states)} metric states, this run has {len(owners)}")
-        for m, st in zip(owners, states):
-            m.load_state_dict(state_to(st, self.device))
+        self.plan.load_states(states)
 
     def run(
         self,
@@ -457,7 +296,7 @@ class Engine:
         *,
         progress: Callable[[int], None] | None = None,
         checkpoint: Checkpointer | None = None,
-        start: dict[str, Any] | None = None,
+        start: RunPosition | None = None,
         amp: str | None = None,
     ) -> dict[str, Any]:
         """Run the weight metrics, then stream ``batches`` (``Batch(x, labels, index)``) once through every model.
@@ -471,15 +310,13 @@ class Engine:
             amp: ``"bf16"`` or ``"fp16"`` to run the forwards under autocast; metric statistics stay float64.
         """
         t0 = time.perf_counter()
-        pos = dict(start or {})
-        stats: dict[str, Any] = {"samples": int(pos.get("samples", 0)), "batches": int(pos.get("batches", 0)),
-                                 "interrupted": False}
-        last_index = [int(pos.get("last_index", -1))]
-        self._weight_pass()
+        pos = dataclasses.replace(start) if start is not None else RunPosition()
+        interrupted = False
+        self.plan.feed_weights([e.module for e in self.models])
         if not self.needs_data:
-            stats["duration_s"] = time.perf_counter() - t0
-            return stats
-        plans = self._plans()
+            return {"samples": pos.samples, "batches": pos.batches, "interrupted": False,
+                    "duration_s": time.perf_counter() - t0}
+        plans = self._layer_plans()
         order = [{i.name: k for k, i in enumerate(infos)} for infos in self._infos]
         captures = []
         for m, entry in enumerate(self.models):
@@ -503,20 +340,21 @@ class Engine:
                 last_batch_index = None  # not the batch itself: its images must not outlive the step
                 for batch in batches:
                     n = self._step(batch, captures, nonfinite)
-                    stats["samples"] += n
-                    stats["batches"] += 1
+                    pos.advance(n)
                     last_batch_index = batch.index
                     del batch  # so the images are freed before the next batch is read, not after
                     if progress is not None:
                         progress(n)
-                    if checkpoint is not None and checkpoint.every and stats["batches"] % checkpoint.every == 0:
-                        self._save(checkpoint, stats, last_index, last_batch_index)
+                    if checkpoint is not None and checkpoint.every and pos.batches % checkpoint.every == 0:
+                        pos.seen(last_batch_index)
+                        checkpoint.save(pos, self.dump_states())
                         last_batch_index = None
         except KeyboardInterrupt:
-            stats["interrupted"] = True
-            msg = f"interrupted after {stats['samples']} samples: the values below cover only those samples"
+            interrupted = True
+            msg = f"interrupted after {pos.samples} samples: the values below cover only those samples"
             if checkpoint is not None:
-                f = self._save(checkpoint, stats, last_index, last_batch_index)
+                pos.seen(last_batch_index)
+                f = checkpoint.save(pos, self.dump_states())
                 msg += f"; the partial state is saved in {f}: run the same command with --resume to continue"
             self.warnings.append(msg)
         for (m, layer), count in nonfinite.items():
@@ -526,18 +364,10 @@ class Engine:
                     f"{c} non-finite values (NaN or Inf) in {self.models[m].label} at layer {layer}; "
                     "its values there are unreliable"
                 )
-        if stats["samples"] == 0 and not stats["interrupted"] and not pos:
+        if pos.samples == 0 and not interrupted and start is None:
             raise DataError("the data source yielded no samples; check the path, --limit and unreadable files")
-        stats["duration_s"] = time.perf_counter() - t0
-        stats["last_index"] = last_index[0]
-        return stats
-
-    def _save(self, checkpoint: Checkpointer, stats: dict[str, Any], last_index: list[int],
-              index: Tensor | None) -> Any:
-        if index is not None and len(index):
-            last_index[0] = max(last_index[0], int(index.max()))  # one sync per checkpoint, not per batch
-        position = {"samples": stats["samples"], "batches": stats["batches"], "last_index": last_index[0]}
-        return checkpoint.save(position, self.dump_states())
+        return {"samples": pos.samples, "batches": pos.batches, "interrupted": interrupted,
+                "duration_s": time.perf_counter() - t0, "last_index": pos.last_index}
 
     def _step(self, batch: Any, captures: list[Capture | None], nonfinite: dict) -> int:
         x = batch.x.to(self.device, non_blocking=True)
@@ -581,62 +411,13 @@ class Engine:
                 nonfinite[key] = nonfinite.get(key, 0) + _sync_free_count(first)
                 per_layer[layer] = Activation(layer, views)
             acts.append(per_layer)
-        for slot in self.slots:
-            if slot.owner is not None or Need.ACTIVATIONS not in slot.request.cls.needs:
-                continue
-            if slot.pair is not None:
-                b, t = slot.pair
-                if slot.layer is not None:
-                    step: Any = PairStep(slot.layer, acts[b][slot.layer], acts[t][slot.layer], index, labels)
-                else:
-                    step = PairStep(None, acts[b], acts[t], index, labels)
-            else:
-                a = acts[slot.model]
-                step = ModelStep(slot.layer, a[slot.layer] if slot.layer is not None else a, index, labels)
-            slot.metric.update(step)
+        self.plan.feed(acts, index, labels)
         return n
 
     # -- results --------------------------------------------------------------------------------------------------
     def values(self) -> list[Value]:
         """Compute every metric (sharing states where declared) and return the values."""
-        for slot in self.slots:
-            if slot.owner is not None:
-                slot.metric.load_state_dict(slot.owner.metric.state_dict())
-        out: list[Value] = []
-        labels = [e.label for e in self.models]
-        by_model: dict[tuple[str, str | None, int], _Slot] = {}
-        for slot in self.slots:
-            name = slot.request.name
-            if slot.model is not None:
-                by_model[(name, slot.layer, slot.model)] = slot
-                kw = dict(scope="model", model=labels[slot.model])
-            else:
-                b, t = slot.pair
-                kw = dict(scope="pair", base=labels[b], tuned=labels[t])
-            out.extend(self._to_values(name, slot.layer, slot.metric.compute(), kw))
-        for req in self.requests:
-            if req.cls.scope != Scope.MODEL or Need.WEIGHTS in req.cls.needs:
-                continue
-            for b, t in self.pairs:
-                for layer in [r.name for r in self.layers] if req.cls.layerwise else [None]:
-                    if self._left_out(req, (b, t), layer):
-                        continue
-                    sb, st = by_model[(req.name, layer, b)], by_model[(req.name, layer, t)]
-                    vals = sb.metric.compare(sb.metric, st.metric)
-                    out.extend(self._to_values(req.name, layer, vals, dict(scope="pair", base=labels[b],
-                                                                             tuned=labels[t])))
-        return out
-
-    @staticmethod
-    def _to_values(name: str, layer: str | None, vals: Mapping[str, Any], kw: dict) -> list[Value]:
-        if layer is not None:
-            scalars, arrays = split_values(vals)
-            return [Value(name, layer, scalars=scalars, arrays=arrays, **kw)]
-        out = []
-        for lay, sub in vals.items():
-            scalars, arrays = split_values(sub)
-            out.append(Value(name, lay, scalars=scalars, arrays=arrays, **kw))
-        return out
+        return self.plan.values()
 
     def layer_records(self) -> list[dict[str, Any]]:
         """How each layer name was resolved, for the result's provenance."""
@@ -662,18 +443,7 @@ class Engine:
         return recs
 
     def metric_records(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for req in self.requests:
-            inst = next((s.metric for s in self.slots if s.request is req), None)
-            out[req.name] = {
-                "provider": req.provider,
-                "version": req.version,
-                "needs": req.cls.needs.describe(),
-                "scope": req.cls.scope.value,
-                "options": inst.options() if inst is not None else dict(req.options),
-                "notes": self.notes.get(req.name, []),
-            }
-        return out
+        return self.plan.metric_records()
 
     def result(self, stats: Mapping[str, Any], **extra: Any) -> Result:
         return Result(

@@ -51,6 +51,22 @@ class ResolvedLayer:
     inplace: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 
+    @property
+    def channels_first_shape(self) -> tuple[int, ...]:
+        """The output shape (no batch axis) with the channel axis first, as the views see it."""
+        shape = tuple(self.shape or ())
+        if self.layout == "nhwc" and len(shape) >= 2:
+            return (shape[-1], *shape[:-1])
+        return shape
+
+    @property
+    def channels(self) -> int:
+        """The number of channels (by the layout rule of :mod:`ftprobe.core.views`)."""
+        shape = self.shape or ()
+        if len(shape) == 1 or self.layout == "nhwc" or (self.layout == "auto" and len(shape) == 2):
+            return int(shape[-1])
+        return int(shape[0])
+
 
 def default_input_size(model: nn.Module) -> int:
     """The image size a probe forward uses: a Hugging Face config's ``image_size``, timm's configured size, else 224."""

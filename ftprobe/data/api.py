@@ -105,8 +105,8 @@ def _open_path(path: str, **kw: Any) -> DataSource:
         )
     table = read_csv(root)
     src = FileSource("csv", root, table.paths, table.labels, table.classes, [], **kw)
-    src._extra["ignored_columns"] = table.ignored_columns
-    chosen = [table.paths[i] for i in src._selected]
+    src.describe_also(ignored_columns=table.ignored_columns)
+    chosen = [table.paths[i] for i in src.selected]
     if not any(os.path.isfile(p) for p in chosen):
         raise DataError(
             f"None of the {len(chosen)} image paths listed in {path!r} exists (first: {chosen[0]!r}). Relative paths "

@@ -50,6 +50,10 @@ class DataSource:
         self.skipped: list[tuple[str, str]] = []
         self._extra: dict[str, Any] = {}
 
+    def describe_also(self, **info: Any) -> None:
+        """Add entries to what :meth:`describe` reports about this source (recorded in the result's ``data``)."""
+        self._extra.update(info)
+
     def _meta(self) -> None:
         """Hook: make sure label metadata is known (a stream peeks at its first batch)."""
 
@@ -200,6 +204,11 @@ class _IndexedSource(DataSource):
         self._scan_skipped: list[tuple[str, str]] = []
         self.num_samples = len(self._selected)
         self._available = n
+
+    @property
+    def selected(self) -> list[int]:
+        """The global indices of the samples this source streams (after ``--limit``, a shard or a resume)."""
+        return list(self._selected)
 
     def notes(self) -> list[str]:
         if self.limit is not None and self.limit > self._available:

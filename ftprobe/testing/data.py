@@ -17,7 +17,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ftprobe.core.metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep
+from ftprobe.core.engine import MetricRequest
+from ftprobe.core.metric import Activation, Metric, Need, RunContext
+from ftprobe.core.plan import ModelFeed, Plan, Topology, model_scoped
 from ftprobe.core.views import compute_views
 
 from .models import TinyNet, perturbed_copy
@@ -218,13 +220,9 @@ class RecordingViews(Mapping[str, Tensor]):
 # Feeding a metric the way the engine does
 
 
-def model_scoped(cls: type[Metric]) -> bool:
-    """Whether the engine keeps one instance per model and calls ``compare`` (``Scope.MODEL``, not a weight metric)."""
-    return cls.scope == Scope.MODEL and Need.WEIGHTS not in cls.needs
-
-
 class Harness:
-    """The instances of one metric for a run, set up and updated as the engine does it.
+    """The instances of one metric for a run, built, set up and fed by the engine's own plan
+    (:class:`ftprobe.core.plan.Plan`) over the synthetic activations.
 
     One instance per layer (``layerwise``) or one for all layers; per side ``"pair"``, or ``"base"`` and ``"tuned"``
     for ``Scope.MODEL``. ``spec`` is anything with ``metric_cls`` and ``kwargs`` (a ``ContractSpec``).
@@ -234,12 +232,18 @@ class Harness:
         self.cls: type[Metric] = spec.metric_cls
         self.labels = Need.LABELS in self.cls.needs if labels is None else labels
         self.layers = run.layers
-        keys: list[str | None] = list(run.layers) if self.cls.layerwise else [None]
-        sides = ("base", "tuned") if model_scoped(self.cls) else ("pair",)
-        self.metrics = {(side, key): self.cls(**spec.kwargs) for side in sides for key in keys}
-        ctx = run.context(self.labels)
-        for metric in self.metrics.values():
-            metric.setup(ctx)
+        layers = list(run.layers)
+        topo = Topology(
+            labels=["base", "tuned"], pairs=[(0, 1)], layers=layers, names=[{k: k for k in layers}] * 2,
+            shapes=[dict(run.shapes)] * 2, counts=[len(layers)] * 2, paired=True, same_arch=[True, True],
+            units={(0, 1): True}, widths_differ={(0, 1): []},
+        )
+        name = str(getattr(self.cls, "name", self.cls.__name__))
+        request = MetricRequest(name, self.cls, dict(spec.kwargs), explicit=True)  # a refusal fails the test
+        self.plan = Plan(topo, notice=lambda msg: None).build([request], run.context(self.labels))
+        sides = {0: "base", 1: "tuned"}
+        self.metrics = {(sides[f.model] if isinstance(f, ModelFeed) else "pair", f.layer): f.metric
+                        for f in self.plan.feeds}
 
     def views(self) -> frozenset[str]:
         return next(iter(self.metrics.values())).views()
@@ -247,11 +251,9 @@ class Harness:
     def feed(self, run: SyntheticRun, weights: tuple[nn.Module, nn.Module] | None = None,
              log: ViewLog | None = None) -> Harness:
         """The weight pass (when the metric needs weights and ``weights`` are given), then every batch of ``run``."""
-        if Need.WEIGHTS in self.cls.needs and weights is not None:
-            for (_, key), metric in self.metrics.items():
-                for layer in [key] if key is not None else self.layers:
-                    metric.update(WeightStep(layer, weights[0].get_submodule(layer), weights[1].get_submodule(layer)))
-        if Need.ACTIVATIONS in self.cls.needs:
+        if weights is not None:
+            self.plan.feed_weights(weights)
+        if self.plan.needs_data:
             with torch.inference_mode():
                 for batch in run.batches:
                     self._step(batch, log if log is not None else ViewLog())
@@ -259,16 +261,9 @@ class Harness:
 
     def _step(self, batch: SyntheticBatch, log: ViewLog) -> None:
         wanted = self.views()
-        acts = {side: {layer: Activation(layer, RecordingViews(layer, compute_views(raw[layer], wanted), log))
-                       for layer in self.layers}
-                for side, raw in (("base", batch.base), ("tuned", batch.tuned))}
-        labels = batch.labels if self.labels else None
-        for (side, key), metric in self.metrics.items():
-            if side == "pair":
-                b, t = (acts[s][key] if key is not None else acts[s] for s in ("base", "tuned"))
-                metric.update(PairStep(key, b, t, batch.index, labels))
-            else:
-                metric.update(ModelStep(key, acts[side][key] if key is not None else acts[side], batch.index, labels))
+        acts = [{layer: Activation(layer, RecordingViews(layer, compute_views(raw[layer], wanted), log))
+                 for layer in self.layers} for raw in (batch.base, batch.tuned)]
+        self.plan.feed(acts, batch.index, batch.labels if self.labels else None)
 
     def outputs(self) -> dict[str, Any]:
         """``{"compute": {side: {layer: values}}}``, plus ``"compare": {layer: values}`` for ``Scope.MODEL``."""
@@ -278,10 +273,9 @@ class Harness:
             out["compute"].setdefault(side, {}).update(values if key is None else {key: values})
         if model_scoped(self.cls):
             out["compare"] = {}
-            for (side, key), base in self.metrics.items():
-                if side == "base":
-                    values = dict(base.compare(base, self.metrics[("tuned", key)]))
-                    out["compare"].update(values if key is None else {key: values})
+            for c in self.plan.comparisons:
+                values = dict(c.base.metric.compare(c.base.metric, c.tuned.metric))
+                out["compare"].update(values if c.base.layer is None else {c.base.layer: values})
         return out
 
     def merge(self, other: Harness) -> None:

@@ -43,10 +43,7 @@ def resolve_layer(model: nn.Module, layer: str, input_size: int = 224, label: st
 
 def channel_count(resolved: ResolvedLayer) -> int:
     """Number of channels of a resolved layer (by the layout rule of :mod:`ftprobe.core.views`)."""
-    shape = resolved.shape or ()
-    if len(shape) == 1 or resolved.layout == "nhwc" or (resolved.layout == "auto" and len(shape) == 2):
-        return int(shape[-1])
-    return int(shape[0])
+    return resolved.channels
 
 
 def device_of(model: nn.Module) -> torch.device:

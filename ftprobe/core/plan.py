@@ -1,0 +1,402 @@
+"""The plan of a run: which metric instances exist, what each is fed, and which values each returns.
+
+This is the only code that reads what kind of metric it holds (``scope``, ``layerwise``, ``needs``, ``pairs_units``,
+``state_key``). It turns the selected metrics into typed feeds:
+
+* :class:`PairFeed`: one instance per (base, tuned) pair, fed a :class:`PairStep` per batch;
+* :class:`WeightFeed`: a pair feed that first receives a :class:`WeightStep` per layer (and batches too when the
+  metric also reads activations);
+* :class:`ModelFeed`: one instance per model (``Scope.MODEL``), fed a :class:`ModelStep`; a :class:`Comparison`
+  turns the two model feeds of a pair into the pair's values with ``compare``.
+
+Each feed builds its own step for a batch and its own values at the end: the engine's batch loop only feeds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from .capture import split_call
+from .errors import MetricNeedsError
+from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep, state_to
+from .results import Value, split_values
+
+__all__ = ["Comparison", "Feed", "ModelFeed", "PairFeed", "Plan", "Topology", "WeightFeed", "model_scoped",
+           "needs_activations"]
+
+Pair = tuple[int, int]
+Acts = Sequence[Mapping[str, Activation]]  # per model: layer key -> its views in this batch
+
+
+def model_scoped(cls: type[Metric]) -> bool:
+    """Whether a metric keeps one instance per model and gives pair values through ``compare`` (``Scope.MODEL``, not
+    a weight metric: one that reads weights always sees both models' modules at once)."""
+    return cls.scope == Scope.MODEL and Need.WEIGHTS not in cls.needs
+
+
+def needs_activations(requests: Sequence[Any]) -> bool:
+    """Whether any of the metric requests reads activations (so shapes must agree where no head explains it)."""
+    return any(Need.ACTIVATIONS in r.cls.needs for r in requests)
+
+
+@dataclass
+class Topology:
+    """What the engine learnt about the models' layers, as the plan needs it.
+
+    ``layers`` are the layer keys (the base's names); ``names[m]`` maps a key to model ``m``'s own layer name;
+    ``shapes[m]`` maps model ``m``'s layer names to their channels-first shapes.
+    """
+
+    labels: list[str]
+    pairs: list[Pair]
+    layers: list[str]
+    names: list[dict[str, str]]
+    shapes: list[dict[str, tuple[int, ...]]]
+    counts: list[int]  # how many layers each model has
+    paired: bool  # layer i of every model pairs with layer i of the base
+    same_arch: list[bool]
+    units: dict[Pair, bool] = field(default_factory=dict)  # same architecture, same layers: units correspond
+    widths_differ: dict[Pair, list[str]] = field(default_factory=dict)  # layer keys of another width (heads)
+    device: str = "cpu"
+
+    def same(self, b: int, t: int) -> bool:
+        return self.same_arch[b] and self.same_arch[t]
+
+
+def _values(name: str, layer: str | None, vals: Mapping[str, Any], kw: dict[str, Any]) -> list[Value]:
+    """A metric's output as result values: one layer's, or (a metric of all layers) one per layer."""
+    per_layer = {layer: vals} if layer is not None else vals
+    out = []
+    for lay, sub in per_layer.items():
+        scalars, arrays = split_values(sub)
+        out.append(Value(name, lay, scalars=scalars, arrays=arrays, **kw))
+    return out
+
+
+@dataclass
+class Feed:
+    """One metric instance and what it is fed: ``layer`` None means all layers at once."""
+
+    request: Any  # a MetricRequest
+    metric: Metric
+    layer: str | None
+    owner: Feed | None = None  # another feed whose state this one shares (it is not fed itself)
+    batches: bool = False  # fed a step per batch
+
+    @property
+    def name(self) -> str:
+        return self.request.name
+
+    def share_key(self) -> Hashable | None:
+        key = self.metric.state_key()
+        return None if key is None else (key, self.layer, self.target())
+
+    def target(self) -> Hashable:
+        raise NotImplementedError
+
+    def models(self) -> tuple[int, ...]:
+        """The models whose activations this feed reads."""
+        raise NotImplementedError
+
+    def step(self, acts: Acts, index: Tensor, labels: Tensor | None) -> Any:
+        raise NotImplementedError
+
+    def scope(self, labels: Sequence[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def values(self, labels: Sequence[str]) -> list[Value]:
+        return _values(self.name, self.layer, self.metric.compute(), self.scope(labels))
+
+
+@dataclass
+class PairFeed(Feed):
+    pair: Pair = (0, 1)
+
+    def target(self) -> Hashable:
+        return ("pair", self.pair)
+
+    def models(self) -> tuple[int, ...]:
+        return self.pair
+
+    def step(self, acts: Acts, index: Tensor, labels: Tensor | None) -> PairStep:
+        b, t = (acts[m] if self.layer is None else acts[m][self.layer] for m in self.pair)
+        return PairStep(self.layer, b, t, index, labels)
+
+    def scope(self, labels: Sequence[str]) -> dict[str, Any]:
+        return dict(scope="pair", base=labels[self.pair[0]], tuned=labels[self.pair[1]])
+
+
+@dataclass
+class WeightFeed(PairFeed):
+    """A pair feed of a metric that reads weights: one :class:`WeightStep` per layer before the batches."""
+
+    def feed_weights(self, modules: Sequence[nn.Module], topo: Topology) -> None:
+        b, t = self.pair
+        mods = [dict(modules[i].named_modules()) for i in (b, t)]
+        for layer in [self.layer] if self.layer else topo.layers:
+            bname, tname = topo.names[b][layer], topo.names[t][layer]
+            self.metric.update(WeightStep(layer, mods[0][split_call(bname)[0]], mods[1][split_call(tname)[0]]))
+
+
+@dataclass
+class ModelFeed(Feed):
+    """One model's instance of a model-scoped metric; the pair values come from a :class:`Comparison`."""
+
+    model: int = 0
+
+    def target(self) -> Hashable:
+        return ("model", self.model)
+
+    def models(self) -> tuple[int, ...]:
+        return (self.model,)
+
+    def step(self, acts: Acts, index: Tensor, labels: Tensor | None) -> ModelStep:
+        a = acts[self.model]
+        return ModelStep(self.layer, a[self.layer] if self.layer is not None else a, index, labels)
+
+    def scope(self, labels: Sequence[str]) -> dict[str, Any]:
+        return dict(scope="model", model=labels[self.model])
+
+
+@dataclass
+class Comparison:
+    """A pair's values of a model-scoped metric: ``compare`` over the base's and the tuned model's feeds."""
+
+    base: ModelFeed
+    tuned: ModelFeed
+
+    def values(self, labels: Sequence[str]) -> list[Value]:
+        vals = self.base.metric.compare(self.base.metric, self.tuned.metric)
+        kw = dict(scope="pair", base=labels[self.base.model], tuned=labels[self.tuned.model])
+        return _values(self.base.name, self.base.layer, vals, kw)
+
+
+class Plan:
+    """The metrics a run keeps, as feeds: built (and set up) by :meth:`build`, which leaves out, with a notice, a
+    metric these models or this data cannot serve, and refuses one the user named."""
+
+    def __init__(self, topo: Topology, notice: Callable[[str], None]) -> None:
+        self.topo = topo
+        self.notice = notice
+        self.requests: list[Any] = []
+        self.feeds: list[Feed] = []
+        self.comparisons: list[Comparison] = []
+        self.notes: dict[str, list[str]] = {}
+        self.skipped: list[dict[str, str]] = []
+
+    # -- which metrics can run --------------------------------------------------------------------------------------
+    def cannot_run(self, cls: type[Metric]) -> str | None:
+        """Why a metric cannot run on these models' layers (None: it can)."""
+        topo = self.topo
+        acts = Need.WEIGHTS not in cls.needs
+        if getattr(cls, "pairs_units", True):
+            for b, t in topo.pairs:
+                mb, mt = topo.labels[b], topo.labels[t]
+                differ = topo.widths_differ[(b, t)]
+                if topo.units[(b, t)]:
+                    if acts and cls.layerwise and topo.layers and len(differ) == len(topo.layers):
+                        return (f"compares channels one to one, and every selected layer differs in width between "
+                                f"{mb} and {mt} (a replaced head); select layers before the head")
+                    if not cls.layerwise and acts and differ:
+                        return (f"compares units one to one, and layer(s) {', '.join(differ)} differ in width between "
+                                f"{mb} and {mt}; leave them out of --layers")
+                    continue
+                why = "are different architectures" if not topo.same(b, t) else "are compared on different layers"
+                what = "channels" if acts else "weights"
+                return (f"pairs {what} one to one, so it needs models of the same architecture compared on the same "
+                        f"layers, and {mb} and {mt} {why}; metrics of whole representations (cka) run "
+                        "across architectures")
+        if (cls.layerwise or not acts) and not topo.paired:  # a WeightStep holds paired modules
+            counts = " and ".join(str(c) for c in topo.counts)
+            return (f"compares layer i of one model with layer i of the other, but the layer lists have {counts} "
+                    "layers; pass lists of equal length (--layers / --tuned-layers) to pair them")
+        return None
+
+    def _left_out(self, req: Any, pair: Pair, layer: str | None) -> bool:
+        """A layer whose width differs (a replaced head) is left out of activation metrics that pair channels."""
+        return (layer is not None and Need.ACTIVATIONS in req.cls.needs and getattr(req.cls, "pairs_units", True)
+                and layer in self.topo.widths_differ.get(pair, []))
+
+    def _skip(self, req: Any, reason: str, reasons: list[str]) -> None:
+        reasons.append(reason)
+        self.skipped.append({"metric": req.name, "reason": reason})  # as select_metrics words its reasons
+        self.notice(f"skipped {reason}")
+
+    # -- building -----------------------------------------------------------------------------------------------
+    def build(self, requests: Sequence[Any], ctx: RunContext) -> Plan:
+        """Select the metrics these models can be compared with, then build and set up their feeds."""
+        kept, reasons = [], []
+        for req in requests:
+            reason = self.cannot_run(req.cls)
+            if reason is None:
+                kept.append(req)
+            elif req.explicit:
+                raise MetricNeedsError(f"metric {req.name!r} cannot run on these models: it {reason}. Leave it out "
+                                       "of --metrics")
+            else:
+                self._skip(req, f"metric {req.name!r} {reason}", reasons)
+        if not kept:
+            raise MetricNeedsError("no metric can run on these models: " + "; ".join(reasons))
+        self.requests, reasons = [], []
+        for req in kept:
+            try:
+                feeds, notes = self._feeds_of(req, ctx)
+            except MetricNeedsError as exc:
+                # A metric's own setup check (too few samples, a layer it cannot read ...): only a metric the user
+                # named may stop the run; one reached by default or by a glob is left out with a notice.
+                if req.explicit:
+                    raise
+                self._skip(req, f"metric {req.name!r}: {exc}", reasons)
+                continue
+            self.requests.append(req)
+            self.feeds.extend(feeds)
+            self.notes[req.name] = notes
+            for note in notes:
+                self.notice(f"{req.name}: {note}")
+        if not self.requests:
+            raise MetricNeedsError("no metric can run on this data: " + "; ".join(reasons))
+        self._share_states()
+        self._compare_models()
+        return self
+
+    def _context(self, ctx: RunContext, feed: Feed) -> RunContext:
+        """The run context of one feed: its (pair's base) model's layers and shapes, and the tuned model's."""
+        topo = self.topo
+        if isinstance(feed, PairFeed):
+            b, t = feed.pair
+            units = topo.units[(b, t)]
+            tuned = dict(tuned_layers=tuple(topo.names[t].values()), tuned_shapes=topo.shapes[t])
+        else:
+            b = feed.models()[0]
+            units = all(topo.units[p] for p in topo.pairs if b in p)
+            tuned = {}
+        return dataclasses.replace(
+            ctx, layers=tuple(topo.names[b]), shapes={k: topo.shapes[b][n] for k, n in topo.names[b].items()},
+            units_paired=units, device=topo.device, **tuned,
+        )
+
+    def _feeds_of(self, req: Any, ctx: RunContext) -> tuple[list[Feed], list[str]]:
+        """One metric's feeds (per target and layer), set up, and the notes they gave."""
+        cls, topo = req.cls, self.topo
+        per_layer: list[str | None] = list(topo.layers) if cls.layerwise else [None]
+        batches = Need.ACTIVATIONS in cls.needs
+        if Need.WEIGHTS in cls.needs:
+            shells: list[Feed] = [WeightFeed(req, None, None, pair=p, batches=batches) for p in topo.pairs]
+        elif model_scoped(cls):
+            models = sorted({i for p in topo.pairs for i in p})
+            shells = [ModelFeed(req, None, None, model=m, batches=batches) for m in models]
+        else:
+            shells = [PairFeed(req, None, None, pair=p, batches=batches) for p in topo.pairs]
+        notes: list[str] = []
+        for pair in topo.pairs:
+            for layer in per_layer:
+                if self._left_out(req, pair, layer):
+                    b, t = (topo.labels[i] for i in pair)
+                    notes.append(f"layer {layer!r} left out for {b} → {t}: its width differs between the "
+                                 "models (a replaced head) and this metric pairs channels one to one")
+        feeds = []
+        for shell in shells:
+            tctx = self._context(ctx, shell)
+            for layer in per_layer:
+                if isinstance(shell, PairFeed) and self._left_out(req, shell.pair, layer):
+                    continue
+                metric = cls(**req.options).to(topo.device)
+                for note in metric.setup(tctx):
+                    if note not in notes:
+                        notes.append(note)
+                feeds.append(dataclasses.replace(shell, metric=metric, layer=layer))
+        return feeds, notes
+
+    def _share_states(self) -> None:
+        owners: dict[Hashable, Feed] = {}
+        for feed in self.feeds:
+            key = feed.share_key()
+            if key is None:
+                continue
+            if key in owners:
+                feed.owner, feed.batches = owners[key], False
+            else:
+                owners[key] = feed
+
+    def _compare_models(self) -> None:
+        by_model = {(f.name, f.layer, f.model): f for f in self.feeds if isinstance(f, ModelFeed)}
+        for req in self.requests:
+            if not any(f.request is req for f in by_model.values()):
+                continue
+            for pair in self.topo.pairs:
+                for layer in list(self.topo.layers) if req.cls.layerwise else [None]:
+                    if not self._left_out(req, pair, layer):
+                        b, t = (by_model[(req.name, layer, m)] for m in pair)
+                        self.comparisons.append(Comparison(b, t))
+
+    # -- what the engine asks -----------------------------------------------------------------------------------
+    @property
+    def needs_data(self) -> bool:
+        return any(Need.ACTIVATIONS in f.request.cls.needs for f in self.feeds)
+
+    @property
+    def batch_feeds(self) -> list[Feed]:
+        return [f for f in self.feeds if f.batches]
+
+    def views(self) -> list[dict[str, set[str]]]:
+        """Per model: layer key -> the views the feeds read there."""
+        views: list[dict[str, set[str]]] = [{} for _ in self.topo.names]
+        for feed in self.batch_feeds:
+            wanted = feed.metric.views()
+            for m in feed.models():
+                for layer in [feed.layer] if feed.layer else list(self.topo.names[m]):
+                    views[m].setdefault(layer, set()).update(wanted)
+        return views
+
+    def feed_weights(self, modules: Sequence[nn.Module]) -> None:
+        for feed in self.feeds:
+            if isinstance(feed, WeightFeed):
+                feed.feed_weights(modules, self.topo)
+
+    def feed(self, acts: Acts, index: Tensor, labels: Tensor | None) -> None:
+        for feed in self.batch_feeds:
+            feed.metric.update(feed.step(acts, index, labels))
+
+    def values(self) -> list[Value]:
+        """Every feed's values (a shared state copied in first), then the pairs' values of model-scoped metrics."""
+        for feed in self.feeds:
+            if feed.owner is not None:
+                feed.metric.load_state_dict(feed.owner.metric.state_dict())
+        labels = self.topo.labels
+        own = [v for f in self.feeds for v in f.values(labels)]
+        return own + [v for c in self.comparisons for v in c.values(labels)]
+
+    # -- state of the pass (checkpoint / resume / distributed merge) ---------------------------------------------
+    def owners(self) -> list[Metric]:
+        """The metric instances that hold state (shared-state followers excluded), in a fixed order."""
+        return [f.metric for f in self.feeds if f.owner is None]
+
+    def dump_states(self) -> list[dict[str, Any]]:
+        return [m.state_dict() for m in self.owners()]
+
+    def load_states(self, states: list[dict[str, Any]]) -> None:
+        owners = self.owners()
+        if len(states) != len(owners):
+            raise ValueError(f"checkpoint holds {len(states)} metric states, this run has {len(owners)}")
+        for m, st in zip(owners, states):
+            m.load_state_dict(state_to(st, self.topo.device))
+
+    def metric_records(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for req in self.requests:
+            inst = next((f.metric for f in self.feeds if f.request is req), None)
+            out[req.name] = {
+                "provider": req.provider,
+                "version": req.version,
+                "needs": req.cls.needs.describe(),
+                "scope": req.cls.scope.value,
+                "options": inst.options() if inst is not None else dict(req.options),
+                "notes": self.notes.get(req.name, []),
+                "declared": req.cls.declaration(),  # the report renders the metric from this, installed or not
+            }
+        return out
