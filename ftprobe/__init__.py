@@ -29,6 +29,7 @@ _EXPORTS = {
     "ModelStep": "ftprobe.core.metric",
     "WeightStep": "ftprobe.core.metric",
     "RunContext": "ftprobe.core.metric",
+    "OptionHelp": "ftprobe.core.metric",
     "FtprobeError": "ftprobe.core.errors",
     "PluginError": "ftprobe.core.errors",
     "MetricNeedsError": "ftprobe.core.errors",
