@@ -41,16 +41,17 @@ class ActiveShare(Metric):
         batch = {"active": active, "n": active.new_tensor(step.index.shape[0])}
         self.counts = {k: self.counts[k] + v for k, v in batch.items()} if self.counts else batch
 
-    def _share(self) -> torch.Tensor:
+    def share(self) -> torch.Tensor:
+        """The fraction of images each channel is active on, ``(C,)``."""
         return self.counts["active"].double() / self.counts["n"] if self.counts else torch.zeros(0, dtype=torch.float64)
 
     def compute(self) -> dict[str, Any]:
-        share = self._share()
+        share = self.share()
         return {"share_mean": share.mean(), "dead_channels": int((share == 0).sum()), "share": share}
 
     def compare(self, base: Metric, tuned: Metric) -> dict[str, Any]:
         assert isinstance(base, ActiveShare) and isinstance(tuned, ActiveShare)
-        change = tuned._share() - base._share()
+        change = tuned.share() - base.share()
         return {"share_change_mean": change.abs().mean(), "share_change": change}
 
 

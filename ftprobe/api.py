@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import datetime
 import fnmatch
 import inspect
@@ -15,14 +15,18 @@ import torch
 from torch import nn
 
 from .core.checkpoint import Checkpointer, fingerprint
-from .core.distributed import gather_list, init_from_env, merge_metrics, reduce_stats
-from .core.engine import Engine, MetricRequest, ModelEntry
+from .core.distributed import DistInfo, gather_list, init_from_env, merge_metrics, reduce_stats
+from .core.engine import Engine, MetricRequest
+from .core.entries import load_models
 from .core.errors import FtprobeError, MetricNeedsError, PluginError
-from .core.metric import Metric, Need, RunContext
+from .core.metric import Metric, RunContext
+from .core.options import Callbacks, DataOptions, ModelOptions, RunOptions, quiet
+from .core.plan import unmet_needs
 from .core.registry import get_metric, list_metrics, metric_specs
 from .core.results import Result
 
-__all__ = ["compare", "make_pairs", "resolve_device", "select_metrics"]
+__all__ = ["Callbacks", "DataOptions", "ModelOptions", "RunOptions", "compare", "make_pairs", "resolve_device",
+           "run_comparison", "select_metrics"]
 
 MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any]] | None
 
@@ -107,11 +111,7 @@ def select_metrics(
             skipped.append({"metric": name, "reason": str(exc)})  # a broken plugin does not stop the others
             notice(f"skipped {exc}")
             continue
-        missing = []
-        if Need.ACTIVATIONS in cls.needs and not has_data:
-            missing.append("data (--data PATH)")
-        if Need.LABELS in cls.needs and not has_labels:
-            missing.append("labelled data (class sub-folders, or a CSV with a label column)")
+        missing = unmet_needs(cls, has_data=has_data, has_labels=has_labels)
         if missing:
             msg = f"metric {name!r} needs " + " and ".join(missing)
             if explicit:
@@ -136,31 +136,6 @@ def select_metrics(
             if skipped else "no metric selected"
         )
     return requests, skipped
-
-
-def _path_labels(labels: list[str], sources: Sequence[Any], automatic: Sequence[bool]) -> list[str]:
-    """Automatic labels of model files that collide (``run1/model.pt``, ``run2/model.pt`` → both ``model``) become the
-    shortest trailing part of their paths that tells them apart (``run1/model``, ``run2/model``)."""
-    import os
-
-    paths: dict[int, tuple[str, ...]] = {}
-    for i, (src, auto) in enumerate(zip(sources, automatic)):
-        if auto and isinstance(src, (str, os.PathLike)) and os.path.exists(os.path.expanduser(os.fspath(src))):
-            p = Path(os.fspath(src)).expanduser().resolve()
-            paths[i] = (*p.parent.parts, p.stem if p.is_file() else p.name)
-    out = list(labels)
-    for lab in set(labels):
-        group = [i for i in paths if labels[i] == lab]
-        if len(group) < 2:
-            continue
-        longest = max(len(paths[i]) for i in group)
-        for k in range(2, longest + 1):
-            tails = ["/".join(paths[i][-k:]) for i in group]
-            if len(set(tails)) == len(tails):
-                for i, t in zip(group, tails):
-                    out[i] = t
-                break
-    return out
 
 
 def _as_list(layers: str | Sequence[str] | None) -> list[str]:
@@ -198,19 +173,6 @@ def _layers_per_model(
         if own:
             per_model[i] = own
     return base, per_model
-
-
-def _unique_labels(labels: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for lab in labels:
-        if lab in seen:
-            seen[lab] += 1
-            out.append(f"{lab}#{seen[lab]}")
-        else:
-            seen[lab] = 1
-            out.append(lab)
-    return out
 
 
 def compare(
@@ -279,140 +241,78 @@ def compare(
     Under ``torchrun`` (``WORLD_SIZE > 1``) each rank streams a disjoint shard, metric states are merged with
     collectives through their declared reductions, and every rank returns the merged result.
 
+    The same run over option objects (what the CLI builds) is :func:`run_comparison`.
+
     Returns:
         A :class:`ftprobe.Result` (data only: ``to_dict()``, ``to_json()``, ``records()``).
     """
-    from .core.loading import is_checkpoint_source, load_model
+    given = locals()
+    pick = {cls: {f.name: given[f.name] for f in dataclasses.fields(cls)}
+            for cls in (ModelOptions, DataOptions, RunOptions, Callbacks)}
+    pick[Callbacks].update(notice=notice or quiet, status=status or quiet)
+    return run_comparison(base, *tuned, layers=layers, tuned_layers=tuned_layers, data=data, metrics=metrics,
+                          options=options, disabled=disabled, models=ModelOptions(**pick[ModelOptions]),
+                          data_options=DataOptions(**pick[DataOptions]), run=RunOptions(**pick[RunOptions]),
+                          callbacks=Callbacks(**pick[Callbacks]))
 
+
+def run_comparison(
+    base: Any,
+    *tuned: Any,
+    layers: str | Sequence[str] | Mapping[str, str | Sequence[str]] | None = None,
+    tuned_layers: str | Sequence[str] | None = None,
+    data: Any = None,
+    metrics: MetricsArg = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    disabled: Collection[str] = (),
+    models: ModelOptions | None = None,
+    data_options: DataOptions | None = None,
+    run: RunOptions | None = None,
+    callbacks: Callbacks | None = None,
+) -> Result:
+    """:func:`compare` over option objects: load the models, open the data, select the metrics, plan, run the pass,
+    assemble the result."""
+    models, data_options = models or ModelOptions(), data_options or DataOptions()
+    run, cb = run or RunOptions(), callbacks or Callbacks()
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    notice = notice or (lambda msg: None)
     if len(tuned) == 1 and isinstance(tuned[0], (list, tuple)):
         tuned = tuple(tuned[0])
     sources = [base, *tuned]
-    pair_idx = make_pairs(len(sources), pairs)
+    pair_idx = make_pairs(len(sources), run.pairs)
     layer_map = _layer_map(layers, tuned_layers)
-    archs = list(arch) if isinstance(arch, (list, tuple)) else [arch] * len(sources)
-    if len(archs) != len(sources):
-        raise FtprobeError(f"--arch was given {len(archs)} times for {len(sources)} models; give one, or one each")
-    emas = list(ema) if isinstance(ema, (list, tuple)) else [ema if is_checkpoint_source(s) else None for s in sources]
-    if len(emas) != len(sources):
-        raise FtprobeError(f"ema was given {len(emas)} values for {len(sources)} models; give one, or one each")
-    if amp not in (None, "bf16", "fp16"):
-        raise FtprobeError(f"--amp must be bf16 or fp16, not {amp!r}")
-    dist_info, dev = init_from_env(resolve_device(device))
-
-    if labels is not None:
-        labels = [str(lab) for lab in labels]
-        if len(labels) != len(sources) or not all(labels):
-            raise FtprobeError(f"{len(labels)} labels were given for {len(sources)} models; give one non-empty label "
-                               "per model, in order, the base first (CLI: --label NAME once per model)")
-        if len(set(labels)) != len(labels):
-            twice = sorted({lab for lab in labels if labels.count(lab) > 1})
-            raise FtprobeError(f"the label {twice[0]!r} is given to more than one model; give each model its own")
-    status = status or (lambda msg: None)
-    loaded = []
-    seen_modules: set[int] = set()
-    restore: list[tuple[nn.Module, torch.device]] = []
-    for i, (src, a) in enumerate(zip(sources, archs)):
-        status(f"loading {src if not isinstance(src, nn.Module) else type(src).__name__}…")
-        lm = load_model(src, arch=a, trust=trust, label=(labels[i] if labels else None), ema=emas[i],
-                        base=loaded[0][0] if loaded else None)  # the base a PEFT adapter is applied to
-        module = lm.module
-        if isinstance(src, nn.Module):
-            first = next(module.parameters(), None)
-            if id(module) in seen_modules:
-                module = copy.deepcopy(module)  # hooks on one object would fire for both models
-                notice(f"model {i} is the same object as an earlier one; comparing a copy")
-            elif first is not None:
-                restore.append((module, first.device))
-            seen_modules.add(id(module))
-        loaded.append((lm, module))
-    default = ["base"] + (["tuned"] if len(sources) == 2 else [f"tuned{i}" for i in range(1, len(sources))])
-    names = _unique_labels(_path_labels([
-        default[i] if (labels is None and isinstance(src, nn.Module)) else lm.label
-        for i, ((lm, _), src) in enumerate(zip(loaded, sources))
-    ], sources, [labels is None] * len(sources)))
-    entries = [ModelEntry(n, m, lm.describe()) for n, (lm, m) in zip(names, loaded)]
-    for e, (lm, _) in zip(entries, loaded):
-        for note in lm.notes:
-            notice(f"{e.label}: {note}")
-
-    if size is None:  # the base's configured image size (a Hugging Face config's image_size), else 224
-        from .core._hf import config_input
-
-        size = (config_input(loaded[0][1]) or (3, 224))[1]
-    src = None
-    if data is not None:
-        from .data import open_data
-
-        src = open_data(data, preprocess=preprocess, size=size, limit=limit, seed=seed, batch_size=batch_size,
-                        workers=workers, pin_memory=dev.type == "cuda")
-    requests, skipped = select_metrics(
-        metrics, options, has_data=src is not None, has_labels=bool(src and src.has_labels),
-        disabled=disabled, notice=notice,
-    )
-    ctx = RunContext(
-        batch_size=src.batch_size if src else None,
-        num_samples=src.num_samples if src else None,
-        has_labels=bool(src and src.has_labels),
-        num_classes=src.num_classes if src else None,
-        multilabel=bool(src and src.multilabel),
-        classes=tuple(src.classes) if src else (),
-    )
-    base_layers, per_model = _layers_per_model(layer_map, [e.label for e in entries])
-    engine = Engine(entries, pair_idx, base_layers, requests, tuned_layers=per_model, device=dev,
-                    input_size=input_size or (src.image_size() or size if src is not None else None), notice=notice)
+    if run.amp not in (None, "bf16", "fp16"):
+        raise FtprobeError(f"--amp must be bf16 or fp16, not {run.amp!r}")
+    dist_info, dev = init_from_env(resolve_device(run.device))
+    entries, restore = load_models(sources, models, cb)
     try:
-        status("resolving and probing layers…")
-        engine.prepare(ctx)
-        if on_prepared is not None:
-            on_prepared(engine.layer_records())
+        src, size = _open_data(data, data_options, entries[0].module, dev)
+        requests, skipped = select_metrics(metrics, options, has_data=src is not None,
+                                           has_labels=bool(src and src.has_labels), disabled=disabled,
+                                           notice=cb.notice)
+        base_layers, per_model = _layers_per_model(layer_map, [e.label for e in entries])
+        engine = Engine(entries, pair_idx, base_layers, requests, tuned_layers=per_model, device=dev,
+                        input_size=run.input_size or (src.image_size() or size if src is not None else None),
+                        notice=cb.notice)
+        cb.status("resolving and probing layers…")
+        engine.prepare(_run_context(src))
+        if cb.on_prepared is not None:
+            cb.on_prepared(engine.layer_records())
         data_info = src.describe() if src is not None else None
         for note in (data_info or {}).get("notes", []):
-            notice(note)
-        ckpt = start = None
-        if checkpoint is not None:
-            job = {"models": [{k: e.info.get(k) for k in ("source", "sha256", "arch")} for e in entries],
-                   "pairs": pair_idx, "layers": [r.name for r in engine.layers],
-                   **({"model_layers": [[r.name for r in res] for res in engine.model_layers]}
-                      if engine.tuned_specs else {}),
-                   "metrics": [(r.name, r.options) for r in requests], "data": data_info,
-                   "batch_size": batch_size, "world": dist_info.world}
-            ckpt = Checkpointer(Path(checkpoint), checkpoint_every, fingerprint(job), dist_info.rank)
-        elif resume:
-            raise FtprobeError("resume=True needs checkpoint=PATH (the CLI uses --out DIR/checkpoint.pt)")
-        if src is not None and dist_info.active:
-            src.shard(dist_info.rank, dist_info.world)
-        if resume and ckpt is not None:
-            start, states = ckpt.load()
-            engine.load_states(states)
-            if src is not None:
-                src.resume_after(start.last_index, start.batches)
-            notice(f"resuming after {start.samples} samples ({start.batches} batches) from {ckpt.file}")
-        if on_start is not None:
-            on_start(src.num_samples if (src and engine.needs_data) else None)
-        batches = src.batches() if (src is not None and engine.needs_data) else iter(())
-        stats = engine.run(batches, progress=progress, checkpoint=ckpt, start=start, amp=amp)
-        merge_metrics(engine.owners(), dist_info)
-        stats = reduce_stats(stats, dist_info)
-        engine.warnings = gather_list(engine.warnings, dist_info)
+            cb.notice(note)
+        stats = _run_pass(engine, src, _checkpointer(engine, run, pair_idx, data_info, data_options, dist_info),
+                          run, cb, dist_info)
         skipped_files = gather_list(list(src.skipped) if src is not None else [], dist_info)
         if data_info is not None:
             known = list(data_info.get("notes", []))
             data_info.update(src.pass_counts(data_info, skipped_files, stats["samples"], stats["interrupted"]))
             for note in data_info.get("notes", []):
                 if note not in known:  # learnt only by streaming (a stream shorter than --limit)
-                    notice(note)
-        if ckpt is not None and not stats["interrupted"] and ckpt.file.exists():
-            ckpt.file.unlink()  # the run completed: a stale checkpoint must not be resumed later
-        if amp:
-            stats["amp"] = amp
+                    cb.notice(note)
         result = engine.result(
-            stats,
-            data=data_info,
-            skipped_metrics=skipped + engine.skipped,
-            run={"batch_size": batch_size, "limit": limit, "seed": seed, "pairs": pairs, "started_at": started_at,
-                 "argv": list(argv) if argv is not None else None,
+            stats, data=data_info, skipped_metrics=skipped + engine.skipped,
+            run={"batch_size": data_options.batch_size, "limit": data_options.limit, "seed": data_options.seed,
+                 "pairs": run.pairs, "started_at": started_at, "argv": list(run.argv) if run.argv is not None else None,
                  "versions": _versions()},
         )
         if src is not None and result.data is not None:
@@ -421,6 +321,71 @@ def compare(
     finally:
         for module, dev0 in restore:
             module.to(dev0)
+
+
+def _open_data(data: Any, opts: DataOptions, base: nn.Module, dev: torch.device) -> tuple[Any, int]:
+    """The data source (None without data) and the image size: given, else the base's configured one, else 224."""
+    size = opts.size
+    if size is None:  # the base's configured image size (a Hugging Face config's image_size), else 224
+        from .core._hf import config_input
+
+        size = (config_input(base) or (3, 224))[1]
+    if data is None:
+        return None, size
+    from .data import open_data
+
+    return open_data(data, preprocess=opts.preprocess, size=size, limit=opts.limit, seed=opts.seed,
+                     batch_size=opts.batch_size, workers=opts.workers, pin_memory=dev.type == "cuda"), size
+
+
+def _run_context(src: Any) -> RunContext:
+    """What the metrics may know of the data before the pass."""
+    if src is None:
+        return RunContext()
+    return RunContext(batch_size=src.batch_size, num_samples=src.num_samples, has_labels=bool(src.has_labels),
+                      num_classes=src.num_classes, multilabel=bool(src.multilabel), classes=tuple(src.classes))
+
+
+def _checkpointer(engine: Engine, run: RunOptions, pairs: list[tuple[int, int]], data_info: Any,
+                  data_options: DataOptions, dist_info: DistInfo) -> Checkpointer | None:
+    """Where the pass's state is saved, with the fingerprint of this job (None: no checkpoint)."""
+    if run.checkpoint is None:
+        if run.resume:
+            raise FtprobeError("resume=True needs checkpoint=PATH (the CLI uses --out DIR/checkpoint.pt)")
+        return None
+    job = {"models": [{k: e.info.get(k) for k in ("source", "sha256", "arch")} for e in engine.models],
+           "pairs": pairs, "layers": [r.name for r in engine.layers],
+           **({"model_layers": [[r.name for r in res] for res in engine.model_layers]} if engine.tuned_specs else {}),
+           "metrics": [(r.name, r.options) for r in engine.requests], "data": data_info,
+           "batch_size": data_options.batch_size, "world": dist_info.world}
+    return Checkpointer(Path(run.checkpoint), run.checkpoint_every, fingerprint(job), dist_info.rank)
+
+
+def _run_pass(engine: Engine, src: Any, ckpt: Checkpointer | None, run: RunOptions, cb: Callbacks,
+              dist_info: DistInfo) -> dict[str, Any]:
+    """Shard, resume, stream, merge the ranks: the pass's statistics (the states stay in the engine's plan)."""
+    if src is not None and dist_info.active:
+        src.shard(dist_info.rank, dist_info.world)
+    start = None
+    if run.resume and ckpt is not None:
+        start, states = ckpt.load()
+        engine.load_states(states)
+        if src is not None:
+            src.resume_after(start.last_index, start.batches)
+        cb.notice(f"resuming after {start.samples} samples ({start.batches} batches) from {ckpt.file}")
+    streams = src is not None and engine.needs_data
+    if cb.on_start is not None:
+        cb.on_start(src.num_samples if streams else None)
+    stats = engine.run(src.batches() if streams else iter(()), progress=cb.progress, checkpoint=ckpt, start=start,
+                       amp=run.amp)
+    merge_metrics(engine.owners(), dist_info)
+    stats = reduce_stats(stats, dist_info)
+    engine.warnings = gather_list(engine.warnings, dist_info)
+    if ckpt is not None and not stats["interrupted"] and ckpt.file.exists():
+        ckpt.file.unlink()  # the run completed: a stale checkpoint must not be resumed later
+    if run.amp:
+        stats["amp"] = run.amp
+    return stats
 
 
 def _index_paths(result: Result, src: Any) -> dict[str, str]:

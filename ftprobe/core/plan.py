@@ -27,7 +27,7 @@ from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, S
 from .results import Value, split_values
 
 __all__ = ["Comparison", "Feed", "ModelFeed", "PairFeed", "Plan", "Topology", "WeightFeed", "model_scoped",
-           "needs_activations"]
+           "needs_activations", "unmet_needs"]
 
 Pair = tuple[int, int]
 Acts = Sequence[Mapping[str, Activation]]  # per model: layer key -> its views in this batch
@@ -37,6 +37,16 @@ def model_scoped(cls: type[Metric]) -> bool:
     """Whether a metric keeps one instance per model and gives pair values through ``compare`` (``Scope.MODEL``, not
     a weight metric: one that reads weights always sees both models' modules at once)."""
     return cls.scope == Scope.MODEL and Need.WEIGHTS not in cls.needs
+
+
+def unmet_needs(cls: type[Metric], *, has_data: bool, has_labels: bool) -> list[str]:
+    """What a metric needs that the run does not have (empty: nothing), in words for the user."""
+    missing = []
+    if Need.ACTIVATIONS in cls.needs and not has_data:
+        missing.append("data (--data PATH)")
+    if Need.LABELS in cls.needs and not has_labels:
+        missing.append("labelled data (class sub-folders, or a CSV with a label column)")
+    return missing
 
 
 def needs_activations(requests: Sequence[Any]) -> bool:

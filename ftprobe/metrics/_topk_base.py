@@ -247,7 +247,7 @@ class TopKMetricBase(Metric):
             if type(m) is not type(self):
                 raise TypeError(f"{type(self).__name__}.compare needs two {type(self).__name__}, got {type(m)}")
         assert isinstance(base, TopKMetricBase) and isinstance(tuned, TopKMetricBase)
-        if base._pair_key() != tuned._pair_key():
+        if base.pair_key() != tuned.pair_key():
             raise ValueError(f"cannot compare {self.name} instances with different options: {base!r} vs {tuned!r}")
         cb, ct = base.final_topk().values.shape[0], tuned.final_topk().values.shape[0]
         if cb and ct and cb != ct:
@@ -257,6 +257,11 @@ class TopKMetricBase(Metric):
             )
         return base, tuned
 
-    def _pair_key(self) -> tuple[Any, ...]:
+    @property
+    def ks(self) -> tuple[Any, ...]:
+        """The top-k sizes, smallest first (``"all"`` last)."""
+        return tuple(self._ks)
+
+    def pair_key(self) -> tuple[Any, ...]:
         """The options two instances must share to be compared."""
         return (self._ks, self.score, self.positive_only)

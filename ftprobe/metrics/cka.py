@@ -130,9 +130,9 @@ class CKA(Metric):
         self.max_memory_gb = max_memory_gb
         self._tuned_names: list[str] | None = None  # the tuned model's own names of paired layers, when they differ
         self._check_options()
-        if self._path == "moments":  # {"widths": {layer: (2,)}, "stats": {layer or "*": Moments}}
+        if self.path == "moments":  # {"widths": {layer: (2,)}, "stats": {layer or "*": Moments}}
             self.add_state("moments", {}, reduce=_merge_moments)
-        elif self._path == "minibatch":  # {"widths": {layer: (2,)}, "sum": (2L, 2L) Σ n_i HSIC_1}
+        elif self.path == "minibatch":  # {"widths": {layer: (2,)}, "sum": (2L, 2L) Σ n_i HSIC_1}
             self.add_state("hsic", {}, reduce=_merge_hsic)
             # samples used, batches used, samples skipped, batches skipped
             self.add_state("counts", torch.zeros(4, dtype=torch.int64), reduce="sum")
@@ -141,7 +141,8 @@ class CKA(Metric):
 
     # -- options --------------------------------------------------------------------------------------------------
     @property
-    def _path(self) -> str:
+    def path(self) -> str:
+        """The state these options accumulate: ``"moments"``, ``"minibatch"`` (HSIC sums) or ``"kept"`` features."""
         if self.estimator == "minibatch":
             return "minibatch"
         plain = self.features == "gap" and self.kernel == "linear" and not self.debiased
@@ -168,11 +169,11 @@ class CKA(Metric):
     def state_key(self) -> Hashable | None:
         # Instances that would accumulate identical state share it (e.g. kernel="rbf" and debiased=True both keep
         # the same features; minibatch state does not depend on `cross`).
-        return ("ftprobe.cka", self._path, self.features, self.cross if self._path == "moments" else None)
+        return ("ftprobe.cka", self.path, self.features, self.cross if self.path == "moments" else None)
 
     def setup(self, ctx: RunContext) -> list[str]:
         self._check_options()
-        if self._path == "minibatch" and ctx.batch_size is not None and ctx.batch_size < 4:
+        if self.path == "minibatch" and ctx.batch_size is not None and ctx.batch_size < 4:
             raise MetricNeedsError(
                 f"cka: estimator='minibatch' needs at least 4 samples per batch (the unbiased HSIC divides by n - 3), "
                 f"but the batch size is {ctx.batch_size}; use a batch size of 4 or more (--batch-size 32), "
@@ -209,13 +210,13 @@ class CKA(Metric):
         else:  # each model's own layers: the tuned ones under _TUNED keys, which no module path can collide with
             widths = {**{name: torch.tensor([x.shape[1], 0]) for name, x in zip(layers, xs)},
                       **{_TUNED + name: torch.tensor([0, y.shape[1]]) for name, y in zip(tuned, ys)}}
-        if self._path == "moments":
+        if self.path == "moments":
             if self.cross or not paired:  # one product of all layers concatenated: (N, ΣP) against (N, ΣQ)
                 stats = {"*": _linear_cka_update(torch.cat(xs, dim=1), torch.cat(ys, dim=1))}
             else:  # per-layer blocks only: O(Σ C²) memory
                 stats = {name: _linear_cka_update(x, y) for name, x, y in zip(layers, xs, ys)}
             self.moments = _merge_moments(self.moments, {"widths": widths, "stats": stats})
-        elif self._path == "minibatch":
+        elif self.path == "minibatch":
             used = n >= 4  # shorter batches cannot be used (n - 3 ≤ 0); counted and reported, never silently
             size = 2 * len(xs)
             h = _minibatch_cka_update(xs, ys) if used else xs[0].new_zeros(size, size, dtype=torch.float64)
@@ -248,16 +249,16 @@ class CKA(Metric):
     def compute(self) -> dict[str, Any]:
         # metadata, as text: the options themselves (debiased, rbf_threshold ...) are in the result's metric record
         meta: dict[str, Any] = {"estimator": self.estimator, "features": self.features, "kernel": self.kernel,
-                                "hsic": _HSIC[self._path if self._path == "minibatch" else self.debiased],
+                                "hsic": _HSIC[self.path if self.path == "minibatch" else self.debiased],
                                 "dtype": "float64"}
-        state = self.moments if self._path == "moments" else self.hsic if self._path == "minibatch" else self.kept
+        state = self.moments if self.path == "moments" else self.hsic if self.path == "minibatch" else self.kept
         keys = list(state.get("widths", state))
         if any(k.startswith(_TUNED) for k in keys):  # the layers are not paired: only the cross matrix
             return self._compute_unpaired(meta, keys)
-        if self._path == "moments":
+        if self.path == "moments":
             meta["state"] = "streamed centred float64 moments (no features kept)"
             layers, values, ns, matrix, notes = self._compute_moments()
-        elif self._path == "minibatch":
+        elif self.path == "minibatch":
             layers, values, ns, matrix, notes = self._compute_minibatch(meta)
         else:
             layers, values, ns, matrix, notes = self._compute_kept(meta)
@@ -287,13 +288,13 @@ class CKA(Metric):
         """Layers that are not paired (lists of other lengths): the cross-layer matrix, base × tuned, only."""
         base = [k for k in keys if not k.startswith(_TUNED)]
         tuned = [k for k in keys if k.startswith(_TUNED)]
-        if self._path == "moments":
+        if self.path == "moments":
             meta["state"] = "streamed centred float64 moments (no features kept)"
             m, widths = self.moments["stats"]["*"], self.moments["widths"]
             wx, wy = [int(widths[k][0]) for k in base], [int(widths[k][1]) for k in tuned]
             matrix = _linear_cka_matrix_compute(m, wx, wy)
             n = int(m["n"])
-        elif self._path == "minibatch":
+        elif self.path == "minibatch":
             layers, _, n, matrix, _ = self._compute_minibatch(meta, split=len(base))
             n = n[0] if n else 0
         else:
@@ -472,7 +473,7 @@ def _memory_note(metric: CKA, ctx: RunContext) -> str:
     """Estimate the plan's memory, refuse it over ``max_memory_gb``, or return the estimate as a note."""
     layers = ctx.layers or tuple(ctx.shapes)
     widths = [_width(ctx.shapes.get(name), metric.features) for name in layers]
-    path, n, b = metric._path, ctx.num_samples, ctx.batch_size
+    path, n, b = metric.path, ctx.num_samples, ctx.batch_size
     if not layers or any(w is None for w in widths):
         return f"{metric.estimator}: memory estimate unknown (layer shapes not known before the pass)"
     cs = [int(w) for w in widths if w is not None]

@@ -99,8 +99,8 @@ class ClassConcentration(TopKMetricBase):
             ctx = dataclasses.replace(ctx, num_classes=int(self.num_classes))
         return super().setup(ctx)
 
-    def _pair_key(self) -> tuple[Hashable, ...]:
-        return (*super()._pair_key(), self.measure)
+    def pair_key(self) -> tuple[Hashable, ...]:
+        return (*super().pair_key(), self.measure)
 
     def compute(self) -> Mapping[str, Any]:
         if self._num_classes is None:
@@ -143,12 +143,12 @@ class ClassConcentration(TopKMetricBase):
             b, t = self._check_pair(base, tuned)
         else:  # another architecture or width: the channels do not correspond, the layer summaries still compare
             b, t = self._check_pair(base, base)[0], self._check_pair(tuned, tuned)[0]  # types, no channel check
-            if b._pair_key() != t._pair_key():
+            if b.pair_key() != t.pair_key():
                 raise ValueError(f"cannot compare {self.name} instances with different options: {b!r} vs {t!r}")
         rb, rt = b.compute(), t.compute()
         name = self.measure
         out: dict[str, Any] = {}
-        for k in b._ks:
+        for k in b.ks:
             out[f"{name}_mean_change@{k}"] = rt[f"{name}_mean@{k}"] - rb[f"{name}_mean@{k}"]
             out[f"{name}_median_change@{k}"] = rt[f"{name}_median@{k}"] - rb[f"{name}_median@{k}"]
             if not units:

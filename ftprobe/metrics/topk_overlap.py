@@ -90,7 +90,7 @@ class TopKOverlap(TopKMetricBase):
         notes: list[str] = []
         both = bool(tb.index.shape[0] and tt.index.shape[0])
         live = alive_channels(tb) | alive_channels(tt) if both else torch.zeros(channels, dtype=torch.bool)
-        for k in b._ks:
+        for k in b.ks:
             if both:
                 ov = topk_overlap(tb.index, tt.index, k).cpu()
                 sizes = torch.maximum(topk_set_sizes(tb.index, k), topk_set_sizes(tt.index, k))

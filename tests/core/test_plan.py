@@ -16,8 +16,9 @@ LAYERS = ["a", "b"]
 
 def topology(n_models: int = 2, *, paired: bool = True, widths_differ: list[str] | None = None) -> Topology:
     pairs = [(0, i) for i in range(1, n_models)]
+    tuned = ["tuned"] if n_models == 2 else [f"tuned{i}" for i in range(1, n_models)]
     return Topology(
-        labels=["base"] + (["tuned"] if n_models == 2 else [f"tuned{i}" for i in range(1, n_models)]), pairs=pairs, layers=list(LAYERS),
+        labels=["base", *tuned], pairs=pairs, layers=list(LAYERS),
         names=[{k: k for k in LAYERS} for _ in range(n_models)],
         shapes=[{k: (4, 2, 2) for k in LAYERS} for _ in range(n_models)], counts=[len(LAYERS)] * n_models,
         paired=paired, same_arch=[True] * n_models, units={p: True for p in pairs},
