@@ -135,8 +135,9 @@ def _number(x: float, unit: str) -> str:
 
 def metric_sentences(values: MetricValues) -> list[str]:
     """One sentence per subject (pair or model) and headline key: where the metric says the models differ most, by
-    its declared direction (``higher_is_more_similar``: the lowest value, or the largest), or the range of a value
-    with no direction. Keys of one headline glob (``overlap_mean@*``: one per k) share the sentence."""
+    its declared direction (``higher_is_more_similar``: the lowest value, or the largest), or the range across layers
+    of a value with no direction. Keys of one headline glob (``overlap_mean@*``: one per k) share the sentence (with
+    no direction: the first key, the smallest k)."""
     out = []
     subjects = {**{f"{b} → {t}": d for (b, t), d in values.pairs().items()}, **values.models()}
     keys = values.headline_keys()
@@ -150,14 +151,16 @@ def metric_sentences(values: MetricValues) -> list[str]:
                    if n != "*" and k in v.scalars and v.scalars[k] == v.scalars[k]]
             if not pts:
                 continue
-            lo, hi = min(pts), max(pts)
             direction = values.direction
-            if direction is None:
-                out.append(f"{subject}: {values.value_name(lo[1])} lowest at {layer_label(values.result, lo[2])} "
-                           f"({_number(lo[0], values.unit(lo[1]))}), {values.value_name(hi[1])} highest at "
-                           f"{layer_label(values.result, hi[2])} ({_number(hi[0], values.unit(hi[1]))}).")
+            if direction is None:  # no better or worse: the range across layers of the group's first key
+                first = [p for p in pts if p[1] == group[0]] or [p for p in pts if p[1] == min(p[1] for p in pts)]
+                (lo, k, n_lo), (hi, _, n_hi) = min(first), max(first)
+                unit = values.unit(k)
+                out.append(f"{subject}: {values.value_name(k)} from {_number(lo, unit)} at "
+                           f"{layer_label(values.result, n_lo)} to {_number(hi, unit)} at "
+                           f"{layer_label(values.result, n_hi)}.")
                 continue
-            x, k, n = lo if direction else hi
+            x, k, n = min(pts) if direction else max(pts)
             out.append(f"{subject}: {'lowest' if direction else 'largest'} {values.value_name(k)} at "
                        f"{layer_label(values.result, n)} ({_number(x, values.unit(k))}).")
     return out

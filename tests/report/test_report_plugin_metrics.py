@@ -102,7 +102,7 @@ def _declared(direction: bool | None, units: str = "") -> dict:
 @pytest.mark.parametrize(("direction", "units", "expect"), [
     (True, "", "a → b: lowest alignment at scale 2 at l2 (0.25000)."),
     (False, "%", "a → b: largest alignment at scale 4 at l1 (90.0%)."),
-    (None, "", "a → b: alignment at scale 2 lowest at l2 (0.25000), alignment at scale 4 highest at l1 (90)."),
+    (None, "", "a → b: alignment at scale 2 from 0.25000 at l2 to 0.50000 at l1."),
 ])
 def test_the_declared_direction_decides_the_summary_sentence(direction, units, expect) -> None:
     values = [Value("made_up", "l1", "pair", base="a", tuned="b", scalars={"align@2": 0.5, "align@4": 90.0}),
