@@ -162,10 +162,15 @@ def _default_figure_glob(metric: str) -> str:
 def figure_globs(result: Result) -> list[str]:
     """The PNG names (globs) the report's figures may have: what each metric of the result and each installed one
     declares its hook writes, else the default figures' names."""
+    from ftprobe.core.errors import FtprobeError
     from ftprobe.core.registry import metric_specs
 
+    try:
+        installed = list(metric_specs())
+    except FtprobeError:  # two plugins claim one name: a report renders without them (the run itself refuses)
+        installed = []
     globs: list[str] = []
-    for name in [*report_metrics(result), *metric_specs()]:
+    for name in [*report_metrics(result), *installed]:
         files = declared(result, name)["figure_files"] or [_default_figure_glob(name)]
         globs.extend(g for g in files if g not in globs)
     return globs
