@@ -10,7 +10,21 @@ from typing import Any
 import click
 
 from ._lock import output_lock
-from ._options import parse_metric_options
+from ._options import (
+    arch_option,
+    arch_value,
+    batch_size_option,
+    device_option,
+    ema_option,
+    limit_option,
+    parse_metric_options,
+    preprocess_option,
+    seed_option,
+    size_option,
+    trust_option,
+    workers_count,
+    workers_option,
+)
 from .app import App
 
 
@@ -47,27 +61,20 @@ def _shorthands(disabled: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
 @click.option("--data", "-d", metavar="PATH", help="Image folder (class sub-folders = labels) or CSV of path,label.")
 @click.option("--pairs", type=click.Choice(["first", "all"]), default="first", show_default=True,
               help="first: each tuned model against the base; all: every pair.")
-@click.option("--arch", multiple=True, metavar="SPEC",
-              help="Architecture of state dicts: torchvision:NAME or timm:NAME (once for all, or once per model).")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow pickled whole modules (runs code from the file).")
-@click.option("--ema", is_flag=True,
-              help="Use the EMA weights of checkpoints that hold two sets (timm's state_dict_ema, torchvision's "
-                   "model_ema); without it, the training weights.")
+@arch_option()
+@trust_option
+@ema_option
 @click.option("--label", "label", multiple=True, metavar="NAME",
               help="Name of a model in tables and reports: once per model, in order (BASE first). Default: the file "
                    "name, or the shortest part of the path that tells two files of one name apart.")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="Use a seeded random subset of N images.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit.")
-@click.option("--device", default="auto", show_default=True, help="auto (a GPU when there is one), cpu, cuda, cuda:1.")
-@click.option("--preprocess", type=click.Choice(["imagenet", "caffe", "none"]), default="imagenet",
-              show_default=True, help="Input normalisation: torchvision's, Keras/Lucid 'caffe' (BGR), or none.")
-@click.option("--size", type=click.IntRange(min=8),
-              help="Shorter side resized to SIZE, then centre crop SIZE×SIZE (default: the base model's configured "
-                   "image size, e.g. a Hugging Face config's image_size, else 224).")
+@batch_size_option
+@limit_option
+@seed_option
+@device_option
+@preprocess_option
+@size_option
 @click.option("--input-size", type=int, help="Probe forward image size when no --data is given.")
-@click.option("--workers", default="auto", show_default=True,
-              help="DataLoader worker processes: a number, or auto (4 when streaming to a GPU, else 0).")
+@workers_option
 @click.option("--amp", type=click.Choice(["bf16", "fp16"]),
               help="Forwards under autocast (GPU); statistics stay float64.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
@@ -100,7 +107,8 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
 
     Metrics whose needs are not met (no --data, no labels) are skipped with a notice unless named in --metrics.
     """
-    from ftprobe.api import compare as run_compare
+    from ftprobe.api import run_comparison
+    from ftprobe.core.options import Callbacks, DataOptions, ModelOptions, RunOptions
 
     from .render import metric_tables, summary_lines
 
@@ -128,22 +136,22 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
     rank0 = os.environ.get("RANK", "0") == "0"
     if not rank0 or quiet_json:
         app.quiet = True
-    arch_arg: Any = None if not arch else (arch[0] if len(arch) == 1 else list(arch))
     with ExitStack() as stack:
         if rank0:  # torchrun: rank 0 writes, so only rank 0 holds the output
             for target, option in _outputs(out_dir, json_path, checkpoint_every, resume):
                 stack.enter_context(output_lock(target, option, command=" ".join(_argv())))
         with app.feedback(f"loading {base}…") as feedback:
-            result = run_compare(
+            result = run_comparison(
                 base, *tuned, layers=_layers_arg(layers, tuned_layers), tuned_layers=list(tuned_layers) or None,
-                data=data, metrics=metrics, options=options, pairs=pairs,
-                arch=arch_arg, trust=trust_checkpoint, ema=ema or None, labels=list(label) or None,
-                batch_size=batch_size, limit=limit,
-                seed=seed, device=device, preprocess=preprocess, size=size, input_size=input_size,
-                workers=_workers(workers, device), disabled=disabled, notice=app.notice,
-                **feedback.callbacks,
-                checkpoint=Path(out_dir) / "checkpoint.pt", checkpoint_every=checkpoint_every, resume=resume, amp=amp,
-                argv=_argv(),
+                data=data, metrics=metrics, options=options, disabled=disabled,
+                models=ModelOptions(arch=arch_value(arch), trust=trust_checkpoint, ema=ema or None,
+                                    labels=list(label) or None),
+                data_options=DataOptions(batch_size=batch_size, limit=limit, seed=seed, preprocess=preprocess,
+                                         size=size, workers=workers_count(workers, device)),
+                run=RunOptions(device=device, pairs=pairs, input_size=input_size,
+                               checkpoint=Path(out_dir) / "checkpoint.pt", checkpoint_every=checkpoint_every,
+                               resume=resume, amp=amp, argv=_argv()),
+                callbacks=Callbacks(notice=app.notice, **feedback.callbacks),
             )
         if not rank0:  # torchrun: every rank holds the merged result; rank 0 writes it
             return
@@ -201,21 +209,6 @@ def _argv() -> list[str]:
     from . import ARGV
 
     return ["ftprobe", *ARGV]
-
-
-def _workers(value: str, device: str) -> int:
-    if value == "auto":
-        import torch
-
-        gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        return min(4, os.cpu_count() or 1) if gpu else 0
-    try:
-        n = int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a number or auto", param_hint="--workers") from None
-    if n < 0:
-        raise click.BadParameter("must be 0 or more", param_hint="--workers")
-    return n
 
 
 def _k(v: str) -> Any:

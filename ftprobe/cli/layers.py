@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._options import arch_option, ema_option, trust_option
 from .app import App
 
 
@@ -11,10 +12,9 @@ from .app import App
 @click.argument("model")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names (or aliases) matching, e.g. 'inception4*'.")
 @click.option("--input-size", type=int, help="Image size of the probe forward (default: the model's, else 224).")
-@click.option("--arch", metavar="SPEC", help="Architecture of a state-dict checkpoint (torchvision:NAME, timm:NAME).")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow a pickled whole module (runs code from the file).")
-@click.option("--ema", is_flag=True, help="Use the checkpoint's EMA weights (timm's state_dict_ema, torchvision's "
-                                          "model_ema).")
+@arch_option(multiple=False)
+@trust_option
+@ema_option
 @click.pass_obj
 def layers(app: App, model: str, pattern: str | None, input_size: int | None, arch: str | None,
            trust_checkpoint: bool, ema: bool) -> None:

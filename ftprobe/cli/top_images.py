@@ -7,6 +7,20 @@ from typing import Any
 
 import click
 
+from ._options import (
+    arch_option,
+    arch_value,
+    batch_size_option,
+    device_option,
+    ema_option,
+    limit_option,
+    preprocess_option,
+    seed_option,
+    size_option,
+    trust_option,
+    workers_count,
+    workers_option,
+)
 from .app import App
 
 
@@ -45,25 +59,21 @@ def _k(ctx: click.Context, param: click.Parameter, value: str) -> Any:
 @click.option("--show", type=click.IntRange(min=1), default=8, show_default=True, help="Images drawn per model.")
 @click.option("--score", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
               help="Channel score: spatial mean (the study's) or max.")
-@click.option("--arch", multiple=True, metavar="SPEC", help="Architecture of state dicts (torchvision:NAME ...).")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow pickled whole modules (runs code from the file).")
-@click.option("--ema", is_flag=True,
-              help="Use the EMA weights of checkpoints that hold two sets (timm's state_dict_ema, torchvision's "
-                   "model_ema); without it, the training weights.")
-@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), help="Use a seeded random subset of N images.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--preprocess", type=click.Choice(["imagenet", "caffe", "none"]), default="imagenet", show_default=True)
-@click.option("--size", type=click.IntRange(min=8),
-              help="Shorter side resized to SIZE, then centre crop (default: the base model's configured image size, "
-                   "e.g. a Hugging Face config's image_size, else 224).")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
+@arch_option()
+@trust_option
+@ema_option
+@batch_size_option
+@limit_option
+@seed_option
+@device_option
+@preprocess_option
+@size_option
+@workers_option
 @click.option("--json", "json_path", metavar="PATH", help="Also save the run's results.json here.")
 @click.pass_obj
 def top_images(app: App, base: str, tuned: str, layer: str, channels: list[int], data: str, out_path: str, k: Any,
                show: int, score: str, arch: tuple[str, ...], trust_checkpoint: bool, ema: bool, batch_size: int,
-               limit: int | None, seed: int, device: str, preprocess: str, size: int | None, workers: int,
+               limit: int | None, seed: int, device: str, preprocess: str, size: int | None, workers: str,
                json_path: str | None) -> None:
     """Run a top-k comparison of BASE and TUNED on one layer over --data, then draw, for each of --channels, its
     top images in both models side by side (shared images framed, class labels under them)."""
@@ -92,9 +102,9 @@ def top_images(app: App, base: str, tuned: str, layer: str, channels: list[int],
         result = compare(
             base, tuned, layers=[layer], data=data, metrics="topk_overlap",
             options={"topk_overlap": {"k": k, "score": score}},
-            arch=None if not arch else (arch[0] if len(arch) == 1 else list(arch)), trust=trust_checkpoint,
-            ema=ema or None, batch_size=batch_size, limit=limit, seed=seed, device=device, preprocess=preprocess,
-            size=size, workers=workers, notice=app.notice, on_prepared=check_layer, **feedback.callbacks,
+            arch=arch_value(arch), trust=trust_checkpoint, ema=ema or None, batch_size=batch_size, limit=limit,
+            seed=seed, device=device, preprocess=preprocess, size=size, workers=workers_count(workers, device),
+            notice=app.notice, on_prepared=check_layer, **feedback.callbacks,
         )
     name = result.layers[0]["name"]
     if json_path:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ._options import arch_option, device_option, preprocess_option, trust_option
 from .app import App
 
 
@@ -27,17 +28,15 @@ from .app import App
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the start image and the transforms.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
               help="Adam learning rate.")
-@click.option("--preprocess", type=click.Choice(["imagenet", "caffe", "none"]), default="imagenet",
-              show_default=True, help="The models' input normalisation: torchvision's, Lucid's 'caffe' (BGR), none.")
+@preprocess_option
 @click.option("--transforms", type=click.Choice(["standard", "none"]), default="standard", show_default=True,
               help="Lucid's random transforms at every step (pad 12, jitter 8, scale, rotation, jitter 4: pixel "
                    "sizes made for 128-224 px images), or none (sharper but less robust pictures, for small models "
                    "and images).")
 @click.option("--input-size", type=int, help="Resize the transformed image to this side (models with a fixed size).")
-@click.option("--arch", multiple=True, metavar="SPEC",
-              help="Architecture of state dicts: torchvision:NAME or timm:NAME (once for all, or once per model).")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow pickled whole modules (runs code from the file).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@arch_option()
+@trust_option
+@device_option
 @click.option("--out", "out_path", metavar="PNG", default="ftprobe-out/featvis.png", show_default=True,
               help="The grid image; its settings and activations go to the .json beside it.")
 @click.pass_obj
@@ -50,6 +49,7 @@ def visualize(app: App, models: tuple[str, ...], layer: str, channels: str | Non
 
     Models are given as in `compare`: checkpoint paths (with --arch for state dicts) or specs.
     """
+    from ftprobe.api import resolve_device
     from ftprobe.core.errors import FtprobeError
 
     if (channels is None) == (pick is None):
@@ -64,8 +64,8 @@ def visualize(app: App, models: tuple[str, ...], layer: str, channels: str | Non
     chosen = _parse_channels(channels) if channels is not None else None
     _run(app, models, layer, chosen, pick, results_path, k, top, steps, size, seed, lr, preprocess,
          None if transforms == "standard" else [], input_size,
-         list(arch) if len(arch) > 1 else [arch[0] if arch else None] * len(models), trust_checkpoint, device,
-         Path(out_path))
+         list(arch) if len(arch) > 1 else [arch[0] if arch else None] * len(models), trust_checkpoint,
+         str(resolve_device(device)), Path(out_path))
 
 
 def _parse_channels(text: str) -> list[int]:
