@@ -210,3 +210,37 @@ def test_states_round_trip_through_dump_and_load():
     assert [v.scalars for v in again.values()] == [v.scalars for v in plan.values()]
     with pytest.raises(ValueError, match="checkpoint holds 1 metric states, this run has 2"):
         again.load_states(plan.dump_states()[:1])
+
+
+def test_one_run_position_for_checkpoint_resume_and_the_ranks(tmp_path):
+    from ftprobe.core.checkpoint import Checkpointer, RunPosition
+
+    pos = RunPosition()
+    pos.advance(16)
+    pos.advance(11)
+    pos.seen(torch.tensor([40, 3, 26]))
+    pos.seen(None)  # nothing fed since the last save: unchanged
+    assert (pos.batches, pos.samples, pos.last_index) == (2, 27, 40)
+    ckpt = Checkpointer(tmp_path / "c.pt", fingerprint="job")
+    ckpt.save(pos, [{"x": torch.ones(2)}])
+    back, states = ckpt.load()
+    assert back == pos and torch.equal(states[0]["x"], torch.ones(2))
+    other = RunPosition(batches=1, samples=5, last_index=7)
+    assert RunPosition.merged([pos, other]) == RunPosition(batches=3, samples=32, last_index=40)
+
+
+def test_the_contract_harness_feeds_the_engines_plan():
+    from ftprobe.testing import synthetic_run
+    from ftprobe.testing.data import Harness
+
+    spec = type("Spec", (), {"metric_cls": PerModel, "kwargs": {}})
+    run = synthetic_run()
+    harness = Harness(spec, run).feed(run)
+    assert isinstance(harness.plan, Plan)
+    assert sorted(harness.metrics) == [("base", "mixed4a"), ("base", "mixed5b"), ("tuned", "mixed4a"),
+                                       ("tuned", "mixed5b")]
+    out = harness.outputs()
+    for layer in ("mixed4a", "mixed5b"):
+        base, tuned = (out["compute"][side][layer]["total"] for side in ("base", "tuned"))
+        assert base == pytest.approx(float(sum(b.base[layer].mean(dim=(2, 3)).sum() for b in run.batches)))
+        assert out["compare"][layer]["diff"] == pytest.approx(tuned - base)
