@@ -139,17 +139,13 @@ def select_metrics(
 
 
 def _as_list(layers: str | Sequence[str] | None) -> list[str]:
-    if layers is None:
-        return []
-    return [layers] if isinstance(layers, str) else [str(x) for x in layers]
+    return [] if layers is None else [layers] if isinstance(layers, str) else [str(x) for x in layers]
 
 
 def _layer_map(layers: Any, tuned_layers: Any) -> dict[str, list[str]]:
     """``layers`` / ``tuned_layers`` as ``{"base": [...], "tuned": [...], label: [...]}`` (empty lists left out)."""
-    if isinstance(layers, Mapping):
-        out = {str(k): _as_list(v) for k, v in layers.items()}
-    else:
-        out = {"base": _as_list(layers)}
+    out = ({str(k): _as_list(v) for k, v in layers.items()} if isinstance(layers, Mapping)
+           else {"base": _as_list(layers)})
     if tuned_layers is not None:
         if "tuned" in out:
             raise FtprobeError("the tuned models' layers were given twice (tuned_layers= and layers={'tuned': ...}); "
@@ -166,13 +162,8 @@ def _layers_per_model(
     if unknown:
         raise FtprobeError(f"layers were given for {unknown[0]!r}, which is no model here; use 'base', 'tuned' or a "
                            f"model label ({', '.join(labels)})")
-    base = layer_map.get(labels[0], layer_map.get("base", []))
-    per_model = {}
-    for i, label in enumerate(labels[1:], start=1):
-        own = layer_map.get(label, layer_map.get("tuned"))
-        if own:
-            per_model[i] = own
-    return base, per_model
+    own = {i: layer_map.get(label, layer_map.get("tuned")) for i, label in enumerate(labels[1:], start=1)}
+    return layer_map.get(labels[0], layer_map.get("base", [])), {i: v for i, v in own.items() if v}
 
 
 def compare(
