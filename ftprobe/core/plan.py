@@ -261,7 +261,8 @@ class Plan:
                 # named may stop the run; one reached by default or by a glob is left out with a notice.
                 if req.explicit:
                     raise
-                self._skip(req, f"metric {req.name!r}: {exc}", reasons)
+                said = str(exc).removeprefix(f"{req.name}: ")  # a metric's message often starts with its name
+                self._skip(req, f"metric {req.name!r}: {said}", reasons)
                 continue
             self.requests.append(req)
             self.feeds.extend(feeds)

@@ -35,6 +35,7 @@ def test_an_unnamed_metric_whose_setup_refuses_the_data_is_skipped_with_a_notice
     assert code == 0, stderr
     said = " ".join((stdout + stderr).split())
     assert "skipped metric 'mutual_knn'" in said and "needs more than k samples" in said
+    assert "'mutual_knn': mutual_knn:" not in said  # the metric is named once
     result = json.loads((out / "r.json").read_text())
     skipped = {s["metric"]: s["reason"] for s in result["skipped_metrics"]}
     assert "needs more than k samples" in skipped["mutual_knn"]
