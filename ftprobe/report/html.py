@@ -117,7 +117,8 @@ def summary_sentences(result: Result) -> list[str]:
     """Plain sentences (not HTML) that state what was compared and where the changes are largest."""
     out = []
     models = ", ".join(str(m.get("label")) for m in result.models)
-    out.append(f"Models: {models}; {len(result.pairs)} pair(s); layers: "
+    pairs = len(result.pairs)
+    out.append(f"Models: {models}; {pairs} pair{'' if pairs == 1 else 's'}; layers: "
                + ", ".join(layer_label(result, n) for n in layer_order(result)) + ".")
     if result.data:
         d = result.data
