@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import fnmatch
-import inspect
 import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -16,20 +14,16 @@ from torch import nn
 
 from .core.checkpoint import Checkpointer, fingerprint
 from .core.distributed import DistInfo, gather_list, init_from_env, merge_metrics, reduce_stats
-from .core.engine import Engine, MetricRequest
+from .core.engine import Engine
 from .core.entries import load_models
-from .core.errors import FtprobeError, MetricNeedsError, PluginError
-from .core.metric import Metric, RunContext
+from .core.errors import FtprobeError
+from .core.metric import RunContext
 from .core.options import Callbacks, DataOptions, ModelOptions, RunOptions, quiet
-from .core.plan import unmet_needs
-from .core.registry import get_metric, list_metrics, metric_specs
+from .core.plan import MetricsArg, select_metrics
 from .core.results import Result
 
 __all__ = ["Callbacks", "DataOptions", "ModelOptions", "RunOptions", "compare", "make_pairs", "resolve_device",
            "run_comparison", "select_metrics"]
-
-MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any]] | None
-
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"`` takes a GPU when there is one."""
@@ -55,87 +49,6 @@ def make_pairs(n_models: int, pairs: str) -> list[tuple[int, int]]:
     if pairs == "all":
         return list(itertools.combinations(range(n_models), 2))
     raise FtprobeError(f"--pairs must be 'first' or 'all', not {pairs!r}")
-
-
-def _check_options(name: str, cls: type[Metric], options: Mapping[str, Any]) -> None:
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p != "self"]
-    unknown = [k for k in options if k not in params]
-    if unknown:
-        raise MetricNeedsError(
-            f"metric {name!r} has no option {', '.join(map(repr, unknown))}; its options are: "
-            + (", ".join(accepted) or "none")
-        )
-
-
-def select_metrics(
-    metrics: MetricsArg,
-    options: Mapping[str, Mapping[str, Any]] | None,
-    *,
-    has_data: bool,
-    has_labels: bool,
-    disabled: Collection[str] = (),
-    notice: Callable[[str], None] = lambda m: None,
-) -> tuple[list[MetricRequest], list[dict[str, str]]]:
-    """Turn the user's metric selection into requests; skip (with a notice) or refuse metrics whose needs are unmet.
-
-    A metric named explicitly whose needs are not met is an error; one reached by default or by a glob is skipped.
-    """
-    options = {k: dict(v) for k, v in (options or {}).items()}
-    if metrics is None:
-        patterns, explicit_opts = ["*"], {}
-    elif isinstance(metrics, str):
-        patterns, explicit_opts = [p.strip() for p in metrics.split(",") if p.strip()], {}
-    elif isinstance(metrics, Mapping):
-        patterns, explicit_opts = list(metrics), {k: dict(v or {}) for k, v in metrics.items()}
-    else:
-        patterns, explicit_opts = list(metrics), {}
-    available = list_metrics("*", disabled=disabled)
-    chosen: list[tuple[str, bool]] = []
-    for pat in patterns:
-        is_glob = any(c in pat for c in "*?[")
-        hits = [n for n in available if fnmatch.fnmatchcase(n, pat)] if is_glob else [pat]
-        if is_glob and not hits:
-            raise MetricNeedsError(f"--metrics {pat!r} matches no installed metric; run `ftprobe metrics`")
-        for h in hits:
-            if h not in [c[0] for c in chosen]:
-                chosen.append((h, not is_glob and metrics is not None))
-    specs = metric_specs(disabled)
-    requests, skipped = [], []
-    for name, explicit in chosen:
-        try:
-            cls = get_metric(name, disabled=disabled)
-        except PluginError as exc:
-            if explicit:
-                raise
-            skipped.append({"metric": name, "reason": str(exc)})  # a broken plugin does not stop the others
-            notice(f"skipped {exc}")
-            continue
-        missing = unmet_needs(cls, has_data=has_data, has_labels=has_labels)
-        if missing:
-            msg = f"metric {name!r} needs " + " and ".join(missing)
-            if explicit:
-                raise MetricNeedsError(msg + "; provide it or leave the metric out of --metrics")
-            skipped.append({"metric": name, "reason": msg})
-            notice(f"skipped {msg}")
-            continue
-        accepted = set(inspect.signature(cls.__init__).parameters)
-        opts: dict[str, Any] = {}
-        for pat, o in options.items():
-            if pat == name:
-                opts.update(o)
-            elif any(c in pat for c in "*?[") and fnmatch.fnmatchcase(name, pat):
-                opts.update({k: v for k, v in o.items() if k in accepted})  # a glob sets only what a metric takes
-        opts.update(explicit_opts.get(name, {}))
-        _check_options(name, cls, opts)
-        spec = specs[name]
-        requests.append(MetricRequest(name, cls, opts, spec.provider, spec.version, explicit=explicit))
-    if not requests:
-        raise MetricNeedsError(
-            "no metric can run with what was given: " + "; ".join(s["reason"] for s in skipped)
-            if skipped else "no metric selected"
-        )
-    return requests, skipped
 
 
 def _as_list(layers: str | Sequence[str] | None) -> list[str]:

@@ -22,7 +22,7 @@ from .checkpoint import Checkpointer, RunPosition
 from .errors import DataError, FtprobeError, ModelMismatch
 from .layers import LayerInfo, ResolvedLayer, natural_layers, probe, resolve_layers
 from .metric import Activation, Metric, RunContext
-from .plan import Plan, Topology, needs_activations
+from .plan import MetricRequest, Plan, Topology, needs_activations
 from .results import Result, Value
 
 __all__ = ["Engine", "MetricRequest", "ModelEntry"]
@@ -37,18 +37,6 @@ class ModelEntry:
     label: str
     module: nn.Module
     info: dict[str, Any] = field(default_factory=dict)  # provenance (spec, path, sha256, head ...)
-
-
-@dataclass
-class MetricRequest:
-    """A metric class with its options, as chosen by the user."""
-
-    name: str
-    cls: type[Metric]
-    options: dict[str, Any] = field(default_factory=dict)
-    provider: str = ""
-    version: str = ""
-    explicit: bool = False  # named by the user (not reached by default or a glob): refusing it stops the run
 
 
 def _sync_free_count(t: Tensor) -> Tensor:

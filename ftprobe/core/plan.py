@@ -15,22 +15,26 @@ Each feed builds its own step for a batch and its own values at the end: the eng
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Mapping, Sequence
+import fnmatch
+import inspect
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
 
 from .capture import split_call
-from .errors import MetricNeedsError
+from .errors import MetricNeedsError, PluginError
 from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep, state_to
+from .registry import get_metric, list_metrics, metric_specs
 from .results import Value, split_values
 
-__all__ = ["Comparison", "Feed", "ModelFeed", "PairFeed", "Plan", "Topology", "WeightFeed", "model_scoped",
-           "needs_activations", "unmet_needs"]
+__all__ = ["Comparison", "Feed", "MetricRequest", "ModelFeed", "PairFeed", "Plan", "Topology", "WeightFeed",
+           "model_scoped", "needs_activations", "select_metrics", "unmet_needs"]
 
 Pair = tuple[int, int]
 Acts = Sequence[Mapping[str, Activation]]  # per model: layer key -> its views in this batch
+MetricsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any]] | None
 
 
 def model_scoped(cls: type[Metric]) -> bool:
@@ -47,6 +51,99 @@ def unmet_needs(cls: type[Metric], *, has_data: bool, has_labels: bool) -> list[
     if Need.LABELS in cls.needs and not has_labels:
         missing.append("labelled data (class sub-folders, or a CSV with a label column)")
     return missing
+
+
+@dataclass
+class MetricRequest:
+    """A metric class with its options, as chosen by the user."""
+
+    name: str
+    cls: type[Metric]
+    options: dict[str, Any] = field(default_factory=dict)
+    provider: str = ""
+    version: str = ""
+    explicit: bool = False  # named by the user (not reached by default or a glob): refusing it stops the run
+
+
+def _check_options(name: str, cls: type[Metric], options: Mapping[str, Any]) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p != "self"]
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        raise MetricNeedsError(
+            f"metric {name!r} has no option {', '.join(map(repr, unknown))}; its options are: "
+            + (", ".join(accepted) or "none")
+        )
+
+
+def select_metrics(
+    metrics: MetricsArg,
+    options: Mapping[str, Mapping[str, Any]] | None,
+    *,
+    has_data: bool,
+    has_labels: bool,
+    disabled: Collection[str] = (),
+    notice: Callable[[str], None] = lambda m: None,
+) -> tuple[list[MetricRequest], list[dict[str, str]]]:
+    """Turn the user's metric selection into requests; skip (with a notice) or refuse metrics whose needs are unmet.
+
+    A metric named explicitly whose needs are not met is an error; one reached by default or by a glob is skipped.
+    """
+    options = {k: dict(v) for k, v in (options or {}).items()}
+    if metrics is None:
+        patterns, explicit_opts = ["*"], {}
+    elif isinstance(metrics, str):
+        patterns, explicit_opts = [p.strip() for p in metrics.split(",") if p.strip()], {}
+    elif isinstance(metrics, Mapping):
+        patterns, explicit_opts = list(metrics), {k: dict(v or {}) for k, v in metrics.items()}
+    else:
+        patterns, explicit_opts = list(metrics), {}
+    available = list_metrics("*", disabled=disabled)
+    chosen: list[tuple[str, bool]] = []
+    for pat in patterns:
+        is_glob = any(c in pat for c in "*?[")
+        hits = [n for n in available if fnmatch.fnmatchcase(n, pat)] if is_glob else [pat]
+        if is_glob and not hits:
+            raise MetricNeedsError(f"--metrics {pat!r} matches no installed metric; run `ftprobe metrics`")
+        for h in hits:
+            if h not in [c[0] for c in chosen]:
+                chosen.append((h, not is_glob and metrics is not None))
+    specs = metric_specs(disabled)
+    requests, skipped = [], []
+    for name, explicit in chosen:
+        try:
+            cls = get_metric(name, disabled=disabled)
+        except PluginError as exc:
+            if explicit:
+                raise
+            skipped.append({"metric": name, "reason": str(exc)})  # a broken plugin does not stop the others
+            notice(f"skipped {exc}")
+            continue
+        missing = unmet_needs(cls, has_data=has_data, has_labels=has_labels)
+        if missing:
+            msg = f"metric {name!r} needs " + " and ".join(missing)
+            if explicit:
+                raise MetricNeedsError(msg + "; provide it or leave the metric out of --metrics")
+            skipped.append({"metric": name, "reason": msg})
+            notice(f"skipped {msg}")
+            continue
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        opts: dict[str, Any] = {}
+        for pat, o in options.items():
+            if pat == name:
+                opts.update(o)
+            elif any(c in pat for c in "*?[") and fnmatch.fnmatchcase(name, pat):
+                opts.update({k: v for k, v in o.items() if k in accepted})  # a glob sets only what a metric takes
+        opts.update(explicit_opts.get(name, {}))
+        _check_options(name, cls, opts)
+        spec = specs[name]
+        requests.append(MetricRequest(name, cls, opts, spec.provider, spec.version, explicit=explicit))
+    if not requests:
+        raise MetricNeedsError(
+            "no metric can run with what was given: " + "; ".join(s["reason"] for s in skipped)
+            if skipped else "no metric selected"
+        )
+    return requests, skipped
 
 
 def needs_activations(requests: Sequence[Any]) -> bool:

@@ -150,7 +150,7 @@ def test_a_broken_plugin_is_skipped_unless_asked_for(monkeypatch, tmp_path):
     real = registry.metric_specs
 
     monkeypatch.setattr(registry, "metric_specs", lambda disabled=(): {**real(disabled), "broken": broken})
-    monkeypatch.setattr("ftprobe.api.metric_specs", registry.metric_specs)
+    monkeypatch.setattr("ftprobe.core.plan.metric_specs", registry.metric_specs)  # where select_metrics looks it up
     notes: list[str] = []
     base = TinyNet()
     r = ftprobe.compare(base, base, layers="mixed3a", notice=notes.append)  # default selection: skipped, noted
