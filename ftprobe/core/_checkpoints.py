@@ -33,6 +33,7 @@ __all__ = [
     "is_torchscript",
     "looks_like_safetensors",
     "not_checkpoint",
+    "read_json",
     "read_safetensors",
     "read_sharded",
     "sha256",
@@ -60,6 +61,15 @@ TRUST_HELP = (
     "torch.save(model.state_dict(), path) and load it with --arch torchvision:NAME or timm:NAME "
     "(or ftprobe.save(model, path, arch=...), which records the architecture)."
 )
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A folder's JSON file (``config.json``, an index) as a dict, or ``None`` when it is missing or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def sha256(path: Path) -> str:

@@ -13,7 +13,6 @@ Nothing here imports transformers until a transformers model is actually loaded.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ftprobe.core._checkpoints import read_json
 from ftprobe.core.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -40,19 +40,11 @@ _MODEL_FILES = re.compile(r"(config\.json|.*\.safetensors|pytorch_model.*\.bin|.
 _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)\Z")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def is_transformers_dir(path: Path) -> bool:
     """A folder whose ``config.json`` names a transformers ``model_type`` (not timm's ``architecture``)."""
     if not path.is_dir():
         return False
-    config = _read_json(path / "config.json")
+    config = read_json(path / "config.json")
     return config is not None and "model_type" in config and "architecture" not in config
 
 

@@ -41,6 +41,7 @@ from ftprobe.core._checkpoints import (
     is_torchscript,
     looks_like_safetensors,
     not_checkpoint,
+    read_json,
     read_safetensors,
     read_sharded,
     sha256,
@@ -461,14 +462,6 @@ def _load_torch_save(req: LoadRequest) -> LoadedModel:
                             arch_hint=_arch_hint(obj, framework), **common)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 #: Weight files of a folder, in the order they are preferred (safetensors first, as timm and transformers do).
 FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 #: Indexes of a sharded folder (``huggingface_hub.save_torch_state_dict``, transformers' sharded save).
@@ -498,14 +491,14 @@ def _folder_weights(req: LoadRequest) -> tuple[dict[str, Tensor], list[Path], st
 
 
 def _is_timm_hub_folder(path: Path) -> bool:
-    return "architecture" in (_read_json(path / "config.json") or {})
+    return "architecture" in (read_json(path / "config.json") or {})
 
 
 def _load_timm_hub_folder(req: LoadRequest) -> LoadedModel:
     """A folder ``timm.models.save_for_hf`` (``push_to_hf_hub``'s local half) writes: ``config.json`` names the
     architecture, its class count and builder arguments, as ``timm.create_model('local-dir:PATH')`` reads them."""
     _refuse_ema(req.ema, f"the timm hub folder {req.path}")
-    config = _read_json(req.path / "config.json") or {}
+    config = read_json(req.path / "config.json") or {}
     name = str(config["architecture"])
     kwargs = dict(config.get("model_args") or {})
     if "num_classes" in config:
