@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ftprobe
-from ftprobe.report import write_report
+from ftprobe.report import figures, write_report
 from ftprobe.testing import TinyNet, make_image_folder, perturbed_copy
 
 # Class folders whose names would run code if a report pasted them into HTML unescaped (a folder name cannot
@@ -65,3 +65,17 @@ def report_dir(report_result: ftprobe.Result, tmp_path_factory: pytest.TempPathF
 def names() -> SimpleNamespace:
     """The hostile class names, the model labels and the layers of :func:`report_result`."""
     return SimpleNamespace(classes=HOSTILE_CLASSES, models=MODEL_LABELS, layers=LAYERS)
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Keep each matplotlib figure by file name as well as writing it."""
+    kept: dict[str, object] = {}
+    save = figures._save
+
+    def keep(fig, path):
+        kept[Path(path).name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return kept

@@ -42,20 +42,6 @@ def test_weight_only_result_gets_only_the_weight_figure(report_result: Result, t
     assert [p.name for p in (tmp_path / "figs").iterdir()] == ["weight_change.png"]
 
 
-@pytest.fixture
-def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """Keep each matplotlib figure by file name instead of (as well as) writing it."""
-    kept: dict[str, object] = {}
-    save = figures._save
-
-    def keep(fig, path):
-        kept[Path(path).name] = fig
-        return save(fig, path)
-
-    monkeypatch.setattr(figures, "_save", keep)
-    return kept
-
-
 def _pair(result: Result, metric: str, layer: str, tuned: str):
     return next(v for v in result.values if v.metric == metric and v.scope == "pair" and v.layer == layer
                 and v.tuned == tuned)

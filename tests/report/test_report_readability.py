@@ -53,20 +53,6 @@ def _result(modules: dict[str, list[str]], pairs: list[tuple[str, str]], channel
                   values=values, run={"versions": {"ftprobe": "test"}})
 
 
-@pytest.fixture
-def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """Keep each matplotlib figure by file name as well as writing it."""
-    kept: dict[str, object] = {}
-    save = figures._save
-
-    def keep(fig, path):
-        kept[Path(path).name] = fig
-        return save(fig, path)
-
-    monkeypatch.setattr(figures, "_save", keep)
-    return kept
-
-
 def _boxes_overlap(texts: list[Text], renderer) -> list[tuple[str, str]]:
     boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_visible() and t.get_text()]
     return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:]
