@@ -29,6 +29,8 @@ class Finding:
         test: the rule applied to decide ``holds``.
         detail: the numbers behind the verdict, in words.
         stats: the same numbers as data.
+        reason: when the finding does not hold (or could not be measured), one line saying why, read from the
+            same numbers (which layer, which share, which score stood in the way); empty when it holds.
     """
 
     key: str
@@ -37,13 +39,15 @@ class Finding:
     test: str
     detail: str
     stats: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
 
     @property
     def verdict(self) -> str:
         return {True: "holds", False: "does not hold here", None: "could not be measured"}[self.holds]
 
     def line(self) -> str:
-        return f"[{self.verdict}] {self.claim} {self.detail}"
+        why = f" Why: {self.reason}" if self.reason and self.holds is not True else ""
+        return f"[{self.verdict}] {self.claim} {self.detail}{why}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict}
@@ -79,10 +83,25 @@ def _depth_finding(key: str, claim: str, values: list[float], layers: Sequence[s
     test = f"Spearman correlation of {what} with depth {'<' if sign < 0 else '>'} 0"
     if math.isnan(rho):
         why = f"({what}: fewer than 3 finite values, or all equal)"
-        return Finding(key, claim, None, test, why, {"values": values})
+        return Finding(key, claim, None, test, why, {"values": values},
+                       reason=f"{what} has fewer than 3 finite values over the layers, or no variation at all.")
     holds = rho * sign > 0
     detail = f"({what} {_fmt(values, layers, digits)}; Spearman ρ = {rho:+.2f} over {len(layers)} layers)"
-    return Finding(key, claim, holds, test, detail, {"values": values, "spearman": rho, "layers": list(layers)})
+    return Finding(key, claim, holds, test, detail, {"values": values, "spearman": rho, "layers": list(layers)},
+                   reason="" if holds else _depth_reason(values, layers, sign, what, digits))
+
+
+def _depth_reason(values: Sequence[float], layers: Sequence[str], sign: int, what: str, digits: int) -> str:
+    """Where the trend breaks: the layer whose value is the most extreme the wrong way, and in which half it sits."""
+    finite = [(v, name) for v, name in zip(values, layers) if math.isfinite(v)]
+    lower = set(layers[: len(layers) // 2])
+    v, name = (max if sign > 0 else min)(finite)  # the largest change (or the lowest CKA)
+    half = "lower" if name in lower else "upper"
+    if sign > 0:
+        return (f"the largest {what} is at {name} ({v:.{digits}f}), in the {half} half of the layers: fine-tuning "
+                f"moved those filters more than the deeper ones.")
+    return (f"the lowest {what} is at {name} ({v:.{digits}f}), in the {half} half of the layers: the features "
+            f"there moved further from the pretrained ones than the deeper ones did.")
 
 
 def study_findings(result: Result, *, base: str, tuned: str, layers: Sequence[str], k: int | str) -> list[Finding]:
@@ -119,13 +138,20 @@ def _concentration(result: Result, base: str, tuned: str, layers: Sequence[str],
     test = ("Spearman correlation of the fine-tuned model's mean entropy with depth < 0, and its mean entropy over "
             "the upper half of the layers below the pretrained model's")
     if math.isnan(rho) or not top_t or not top_b:
-        return Finding("concentration", claim, None, test, "(entropies not available)", {"tuned": ent_t})
+        return Finding("concentration", claim, None, test, "(entropies not available)", {"tuned": ent_t},
+                       reason=f"no class-concentration entropies at top-{k} for both models on these layers.")
     mt, mb = sum(top_t) / len(top_t), sum(top_b) / len(top_b)
     holds = rho < 0 and mt < mb
     detail = (f"(fine-tuned entropy {_fmt(ent_t, layers)}, Spearman ρ = {rho:+.2f}; upper layers: fine-tuned "
               f"{mt:.2f} vs pretrained {mb:.2f}, top-{k})")
+    reasons = []
+    if rho >= 0:
+        reasons.append(f"the fine-tuned model's entropy does not fall with depth (ρ = {rho:+.2f})")
+    if mt >= mb:
+        reasons.append(f"its upper layers ({mt:.2f}) are no more concentrated than the pretrained model's ({mb:.2f})")
     return Finding("concentration", claim, holds, test, detail,
-                   {"tuned": ent_t, "base": ent_b, "spearman": rho, "upper_tuned": mt, "upper_base": mb})
+                   {"tuned": ent_t, "base": ent_b, "spearman": rho, "upper_tuned": mt, "upper_base": mb},
+                   reason="; ".join(reasons) + "." if reasons else "")
 
 
 def _overlap_spread(result: Result, pair: tuple[str, str], layers: Sequence[str], k: int | str) -> Finding:
@@ -141,30 +167,47 @@ def _overlap_spread(result: Result, pair: tuple[str, str], layers: Sequence[str]
             continue
         pooled += [float(o) for o, e in zip(ov, ent) if e is not None and o is not None and math.isfinite(e)]
     if not pooled:
-        return Finding("overlap_spread", claim, None, test, "(no per-channel overlaps)", {})
+        return Finding("overlap_spread", claim, None, test, "(no per-channel overlaps)", {},
+                       reason=f"no per-channel top-{k} overlaps for channels alive in the pretrained model.")
     kept = sum(o >= KEPT for o in pooled) / len(pooled)
     renewed = sum(o <= RENEWED for o in pooled) / len(pooled)
     holds = kept >= SHARE and renewed >= SHARE
     detail = (f"({kept:.0%} of {len(pooled)} channels keep ≥ {KEPT:g} % of their top-{k} images, {renewed:.0%} keep "
               f"≤ {RENEWED:g} %)")
+    reasons = []
+    if renewed < SHARE:
+        reasons.append(f"only {renewed:.0%} of the channels got new top images (fewer than {SHARE:.0%}): fine-tuning "
+                       "changed the channels too little to renew any")
+    if kept < SHARE:
+        reasons.append(f"only {kept:.0%} of the channels kept their top images (fewer than {SHARE:.0%}): fine-tuning "
+                       "renewed nearly every channel")
     return Finding("overlap_spread", claim, holds, test, detail,
-                   {"kept_share": kept, "renewed_share": renewed, "channels": len(pooled)})
+                   {"kept_share": kept, "renewed_share": renewed, "channels": len(pooled)},
+                   reason="; ".join(reasons) + "." if reasons else "")
 
 
-def double_finding(single: Sequence[float], double: Sequence[float], measure: str, task: str) -> Finding:
-    """Double fine-tuning (source → medium → small) against single (source → small): does it score higher?"""
+def double_finding(single: Sequence[float], double: Sequence[float], measure: str, task: str,
+                   medium: str = "the medium task") -> Finding:
+    """Double fine-tuning (source → medium → small) against single (source → small): does it score higher?
+
+    ``medium`` names the intermediate task in the reason line of a finding that does not hold.
+    """
     claim = f"A double fine-tuning beats a single one on the small task ({task})."
     test = f"mean {measure} of the double fine-tuning > mean {measure} of the single one"
     if not single or not double:
-        return Finding("double_ft", claim, None, test, "(not run)", {})
+        return Finding("double_ft", claim, None, test, "(not run)", {}, reason="the small task was not trained.")
     ms, md = sum(single) / len(single), sum(double) / len(double)
     runs = f" over {len(single)} seeds" if len(single) > 1 else ""
     spread = ""
     if len(single) > 1:
         spread = (f"; seed ranges {min(single):.1f}–{max(single):.1f} and {min(double):.1f}–{max(double):.1f}")
     detail = f"({measure}{runs}: single {ms:.1f}, double {md:.1f}{spread})"
+    reason = "" if md > ms else (
+        f"starting from the model fine-tuned on {medium} scored {ms - md:.1f} {measure} points lower than starting "
+        f"from the pretrained one: the features that stage specialised serve the small task worse than the "
+        f"pretrained ones.")
     return Finding("double_ft", claim, md > ms, test, detail,
-                   {"single": list(single), "double": list(double), "measure": measure})
+                   {"single": list(single), "double": list(double), "measure": measure}, reason=reason)
 
 
 def figure_lines(result: Result, pairs: Sequence[tuple[str, str]], layers: Sequence[str], k: int | str) -> list[str]:
@@ -189,9 +232,10 @@ def findings_html(findings: Sequence[Finding], accuracy: dict[str, dict[str, flo
 
     rows = "".join(
         f"<tr><td>{escape(f.claim)}</td><td><b>{escape(f.verdict)}</b></td><td>{escape(f.detail.strip('()'))}</td>"
-        f"<td>{escape(f.test)}</td></tr>" for f in findings
+        f"<td>{escape(f.test)}</td><td>{escape(f.reason if f.holds is not True else '')}</td></tr>" for f in findings
     )
-    out = ("<table><thead><tr><th>finding</th><th>verdict</th><th>numbers</th><th>rule</th></tr></thead>"
+    out = ("<table><thead><tr><th>finding</th><th>verdict</th><th>numbers</th><th>rule</th><th>why not</th></tr>"
+           "</thead>"
            f"<tbody>{rows}</tbody></table>")
     if accuracy:
         keys = sorted({k for acc in accuracy.values() for k in acc if k not in ("n", "loss")})

@@ -160,7 +160,7 @@ def run_demo(
         findings = study_findings(result, base="pretrained", tuned="mode_a1", layers=layer_names, k=s.k)
         small = record["small_task"]
         findings.append(double_finding(small["single"], small["double"], small["measure"],
-                                       "objects in paintings, multi-label"))
+                                       "objects in paintings, multi-label", medium="the painting styles"))
         summary = _summary(result, record, findings, layer_names, s, from_cache)
         wall, cpu = time.perf_counter() - wall0, _user_cpu() - cpu0
         result.run["demo"] = finite_json({

@@ -37,6 +37,7 @@ def test_study_trends_hold():
                 ent_base=[0.9, 0.85, 0.8, 0.8], overlaps=[100.0, 80.0, 10.0, 0.0])
     f = _by_key(study_findings(r, base="pre", tuned="ft", layers=LAYERS, k=5))
     assert all(f[k].holds is True for k in ("cka_depth", "weight_depth", "concentration", "overlap_spread"))
+    assert all(f[k].reason == "" and "Why:" not in f[k].line() for k in f)
     assert f["cka_depth"].stats["spearman"] == pytest.approx(-1.0)
     assert "holds" in f["cka_depth"].line() and "-1.00" in f["cka_depth"].line()
 
@@ -47,6 +48,14 @@ def test_reversed_trends_do_not_hold():
     f = _by_key(study_findings(r, base="pre", tuned="ft", layers=LAYERS, k=5))
     assert all(f[k].holds is False for k in ("cka_depth", "weight_depth", "concentration", "overlap_spread"))
     assert f["cka_depth"].verdict == "does not hold here"
+    # each says why in one line, from the numbers: where the trend breaks, which share is missing
+    assert f["cka_depth"].reason.startswith("the lowest CKA is at l0 (0.40), in the lower half")
+    assert f["weight_depth"].reason.startswith("the largest relative L2 change ‖ΔW‖/‖W‖ is at l0 (0.100), in the lower")
+    assert "does not fall with depth (ρ = +1.00)" in f["concentration"].reason
+    assert "no more concentrated than the pretrained model's (0.50)" in f["concentration"].reason
+    assert f["overlap_spread"].reason.startswith("only 0% of the channels got new top images")
+    assert all("Why: " + f[k].reason in f[k].line() and "\n" not in f[k].reason for k in f)
+    assert all(f[k].to_dict()["reason"] == f[k].reason for k in f)
 
 
 def test_unmeasurable_findings_say_so():
@@ -64,6 +73,9 @@ def test_double_fine_tuning_verdict(single, double, holds):
     f = double_finding(single, double, "mAP", "objects")
     assert f.holds is holds and f.stats["single"] == single
     assert f"single {sum(single) / len(single):.1f}" in f.detail
+    assert (f.reason == "") is holds
+    if not holds:
+        assert f.reason.startswith("starting from the model fine-tuned on the medium task scored 7.0 mAP points lower")
 
 
 def test_keep_pairs_drops_other_pairs_only():
@@ -84,6 +96,10 @@ def test_figure_lines_html_and_json_safety():
     found = study_findings(r, base="pre", tuned="ft", layers=LAYERS, k=5)
     html = findings_html(found, {"model <b>": {"top1": 50.0, "n": 3.0}})
     assert "&lt;b&gt;" in html and "<b>holds</b>" in html and "50.0" in html
+    assert "<th>why not</th>" in html
+    reversed_ = study_findings(_result(cka=[0.4, 0.7, 0.9, 0.99], rel=[0.1] * 4, ent_tuned=[0.5] * 4,
+                                       ent_base=[0.5] * 4, overlaps=[50.0]), base="pre", tuned="ft", layers=LAYERS, k=5)
+    assert "the lowest CKA is at l0" in findings_html(reversed_)
     assert finite_json({"a": [math.nan, 1.0], "b": math.inf}) == {"a": [None, 1.0], "b": None}
 
 
