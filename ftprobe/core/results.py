@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "Result", "Value", "split_values"]
+__all__ = ["READABLE_VERSIONS", "SCHEMA_VERSION", "Result", "Value", "split_values"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: before intervals, resampling and controls
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,15 @@ class Value:
     model: str | None = None  # model scope: the model label
     scalars: dict[str, float] = field(default_factory=dict)
     arrays: dict[str, Any] = field(default_factory=dict)
+    #: scalar key -> its interval over resampled images: ``lo``, ``hi``, ``se`` (standard error), ``bias`` (the
+    #: jackknife's estimate of the estimator's bias), ``replicates`` (the value with each group left out) and a
+    #: ``note`` when it is undefined; see :attr:`Result.resampling` for the method and level.
+    intervals: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def interval(self, key: str) -> tuple[float, float] | None:
+        """``(lo, hi)`` of a scalar's interval, or None when the run made none for it."""
+        iv = self.intervals.get(key)
+        return None if iv is None else (float(iv["lo"]), float(iv["hi"]))
 
     @property
     def subject(self) -> str:
@@ -105,6 +115,9 @@ def _from_json_float(x: Any) -> float:
     return float(x)
 
 
+_INTERVAL_FLOATS = ("lo", "hi", "se", "bias")
+
+
 @dataclass
 class Result:
     """What a comparison produced, with everything needed to reproduce and re-render it."""
@@ -118,6 +131,11 @@ class Result:
     skipped_metrics: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
+    #: How the intervals were made (None: none were): ``method``, ``groups``, ``level``, ``seed``, ``unit``.
+    resampling: dict[str, Any] | None = None
+    #: Which models and pairs are controls: ``random_init`` (a model's label), ``seed_pairs`` (two fine-tunes of one
+    #: recipe, compared with each other for the seed-to-seed noise floor).
+    controls: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     # -- display (a summary: every number is in records(), to_pandas() and the saved JSON) ---------------------------
@@ -200,6 +218,8 @@ class Result:
         for v in d["values"]:
             v["scalars"] = {k: _json_float(x) for k, x in v["scalars"].items()}
             v["arrays"] = _finite_or_null(_to_jsonable(v["arrays"]))
+            v["intervals"] = {k: {f: (_json_float(x) if isinstance(x, float) else _finite_or_null(_to_jsonable(x)))
+                                  for f, x in iv.items()} for k, iv in v["intervals"].items()}
         return {"schema_version": d.pop("schema_version"), **d}
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -227,14 +247,17 @@ class Result:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Result:
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             from .errors import FtprobeError
 
             raise FtprobeError(
-                f"results file has schema version {version!r}; this ftprobe reads version {SCHEMA_VERSION}"
+                f"results file has schema version {version!r}; this ftprobe reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
         values = [
-            Value(**{**v, "scalars": {k: _from_json_float(x) for k, x in v["scalars"].items()}})
+            Value(**{**v, "scalars": {k: _from_json_float(x) for k, x in v["scalars"].items()},
+                     "intervals": {k: {f: (_from_json_float(x) if f in _INTERVAL_FLOATS else x)
+                                       for f, x in iv.items()} for k, iv in v.get("intervals", {}).items()}})
             for v in d.get("values", [])
         ]
         return cls(
@@ -247,7 +270,9 @@ class Result:
             skipped_metrics=list(d.get("skipped_metrics", [])),
             warnings=list(d.get("warnings", [])),
             run=dict(d.get("run", {})),
-            schema_version=version,
+            resampling=d.get("resampling"),
+            controls=dict(d.get("controls") or {}),
+            schema_version=SCHEMA_VERSION,  # read as the current version: a version 1 file has no intervals
         )
 
     @classmethod

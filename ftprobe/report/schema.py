@@ -8,22 +8,24 @@ from pathlib import Path
 from typing import Any
 
 from ftprobe.core.errors import FtprobeError
-from ftprobe.core.results import SCHEMA_VERSION, Result
+from ftprobe.core.results import READABLE_VERSIONS, SCHEMA_VERSION, Result
 
 __all__ = ["SCHEMA_PATH", "ResultsFileError", "load_results", "results_schema", "validate_results"]
 
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
+_OLD_SCHEMAS = {1: Path(__file__).with_name("results.schema.v1.json")}  # files written before intervals
 
 
 class ResultsFileError(FtprobeError):
     """A results file cannot be read or does not follow the results schema."""
 
 
-@lru_cache(maxsize=1)
-def results_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of ``results.json``; its ``schema_version`` matches :data:`SCHEMA_VERSION`."""
-    schema = json.loads(SCHEMA_PATH.read_text())
-    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION, "schema file and Result disagree"
+@lru_cache(maxsize=4)
+def results_schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``results.json`` of a schema version (default: the one this ftprobe
+    writes, :data:`SCHEMA_VERSION`; older versions it still reads have their own schema)."""
+    schema = json.loads((SCHEMA_PATH if version == SCHEMA_VERSION else _OLD_SCHEMAS[version]).read_text())
+    assert schema["properties"]["schema_version"]["const"] == version, "schema file and Result disagree"
     return schema
 
 
@@ -41,12 +43,13 @@ def validate_results(data: dict[str, Any], *, source: str = "results") -> None:
     import jsonschema
 
     version = data.get("schema_version") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
         raise ResultsFileError(
-            f"{source} has schema version {version!r}; this ftprobe reads version {SCHEMA_VERSION}. Re-run "
+            f"{source} has schema version {version!r}; this ftprobe reads versions {readable}. Re-run "
             "`ftprobe compare ... --out DIR` with this ftprobe, or render it with the ftprobe that wrote it."
         )
-    validator = jsonschema.Draft202012Validator(results_schema())
+    validator = jsonschema.Draft202012Validator(results_schema(version))
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]

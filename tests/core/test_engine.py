@@ -166,7 +166,7 @@ def test_result_json_round_trip_and_records(tiny_pair, tmp_path):
     path = r.save(tmp_path / "results.json")
     back = Result.load(path)
     assert back.records() == r.records()
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == 2
     assert {rec["layer"] for rec in r.records()} >= {"mixed3a", "mixed4d"}
     assert r.layers[0]["spec"] == "mixed3a" and r.models[0]["label"] == "base"
 

@@ -49,7 +49,7 @@ def test_non_finite_scalars_are_strings_that_validate(report_result: Result) -> 
 
 
 def _break_version(d: dict) -> None:
-    d["schema_version"] = 2
+    d["schema_version"] = 99
 
 
 def _pair_without_base(d: dict) -> None:
@@ -69,7 +69,7 @@ def _unknown_value_field(d: dict) -> None:
 
 
 @pytest.mark.parametrize(("mutate", "expect"), [
-    pytest.param(_break_version, "schema version 2", id="wrong-version"),
+    pytest.param(_break_version, "schema version 99", id="wrong-version"),
     pytest.param(_pair_without_base, "at values/", id="pair-value-without-base"),
     pytest.param(_bad_sha, "at models/0/sha256", id="sha256-not-hex"),
     pytest.param(_no_versions, "at run", id="run-without-versions"),
@@ -95,4 +95,24 @@ def test_unreadable_files_are_user_errors(tmp_path: Path, content: str | None, e
     if content is not None:
         path.write_text(content)
     with pytest.raises(ResultsFileError, match=expect):
+        load_results(path)
+
+
+def test_a_version_1_file_still_loads_and_validates(report_dir: Path, tmp_path: Path) -> None:
+    """Files written before intervals (schema version 1: no ``intervals``, ``resampling`` or ``controls``) load
+    against their own schema and read as results without intervals."""
+    d = json.loads((report_dir / "results.json").read_text())
+    d["schema_version"] = 1
+    d.pop("resampling", None)
+    d.pop("controls", None)
+    for v in d["values"]:
+        v.pop("intervals", None)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(d))
+    res = load_results(path)
+    assert res.resampling is None and all(not v.intervals for v in res.values)
+    assert [v.scalars for v in res.values] == [v.scalars for v in load_results(report_dir).values]
+    d["values"][0]["intervals"] = {}  # a version 1 file is held to the version 1 schema
+    path.write_text(json.dumps(d))
+    with pytest.raises(ResultsFileError, match="at values/0"):
         load_results(path)
