@@ -1,7 +1,8 @@
 """The study's findings, each computed from the numbers of a comparison and stated as "holds" or "does not hold here".
 
 Used by ``ftprobe demo`` and ``examples/paper_study.py``. Nothing here changes a number: a finding that the data do
-not support is reported as not holding, and one that cannot be measured (too few layers, NaNs) says so.
+not support is reported as not holding, and one that cannot be measured (too few layers, NaNs) says so; either way
+:attr:`Finding.reason` says why in one line, read from the same numbers (it is empty for a finding that holds).
 """
 
 from __future__ import annotations
