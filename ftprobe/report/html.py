@@ -24,8 +24,10 @@ from ftprobe.core.results import Result, Value
 from ._access import MetricValues, fmt, layer_label, layer_order, report_metrics
 from .figures import Figure
 from .grids import GRID_CSS, Thumbnails, grid_html
+from .headline import findings_html, headline_sentences
 
-__all__ = ["ExtraSection", "build_html", "metric_sentences", "summary_sentences"]
+__all__ = ["ExtraSection", "build_html", "context_sentences", "headline_tables", "metric_sentences",
+           "scalar_tables", "summary_sentences"]
 
 ExtraSection = tuple[str, str, Sequence[str | Path]]
 
@@ -45,6 +47,14 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f1f3f6}
 code{font-size:12px;word-break:break-all}.muted{color:#666;font-size:12px}ul.summary li{margin:3px 0}
 .warn{color:#8a4b00}td.hash{font:11px monospace;word-break:break-all;min-width:150px;max-width:200px}
 td.long{word-break:break-all;max-width:260px}
+section.headline{background:#fff4cc;border-color:#e8c65a}section.headline h2{border-bottom-color:#ecd48a}
+ul.headline{margin:6px 0 8px;padding-left:20px}ul.headline li{margin:4px 0;font-size:15px}
+p.context{margin:4px 0 8px}p.findings-head{margin:10px 0 2px;font-weight:600}
+ul.findings{list-style:none;margin:2px 0 6px;padding-left:0}ul.findings li{margin:3px 0}
+.verdict{display:inline-block;min-width:140px;font-size:12px;font-weight:600}.verdict.holds{color:#1d6b2f}
+.verdict.fails{color:#a2361b}.verdict.unknown{color:#666}.why{color:#555}
+details{margin:6px 0 10px}details>summary{cursor:pointer;color:#23395b;font-size:13px}
+figure img{border-color:#c9d3e3}
 """
 
 
@@ -83,6 +93,26 @@ def _kv(d: dict[str, Any]) -> str:
     return _table(["key", "value"], [(str(k), fmt(v) if isinstance(v, float) else _jsonish(v)) for k, v in d.items()])
 
 
+def headline_tables(result: Result, metric: str) -> str:
+    """The metric's headline scalars side by side: per key, a table with a row per layer and a column per pair (or
+    model)."""
+    values = MetricValues(result, metric, Path())
+    subjects = {**{f"{b} → {t}": d for (b, t), d in values.pairs().items()}, **values.models()}
+    parts = []
+    for key in values.headline_keys():
+        cols = {s: d for s, d in subjects.items() if any(key in v.scalars for n, v in d.items() if n != "*")}
+        if not cols:
+            continue
+        layers = [n for n in layer_order(result) if any(n in d and key in d[n].scalars for d in cols.values())]
+        unit = values.unit(key)
+        rows = [(layer_label(result, n), *[d[n].scalars[key] if n in d and key in d[n].scalars else ""
+                                            for d in cols.values()]) for n in layers]
+        parts.append(f'<p class="muted">{escape(values.value_name(key))}' + (f" ({escape(unit)})" if unit else "")
+                     + f" per layer — <code>{escape(key)}</code></p>")
+        parts.append(_table(["layer", *cols], rows, numeric_from=1))
+    return "".join(parts)
+
+
 def scalar_tables(result: Result, metric: str) -> str:
     """The scalars of one metric: a table per scope, a row per (subject, layer), a column per key."""
     order = {n: i for i, n in enumerate(layer_order(result))}
@@ -99,22 +129,27 @@ def scalar_tables(result: Result, metric: str) -> str:
         for v in vals:
             keys.extend(k for k in v.scalars if k not in keys)
         rows = [(v.subject, layer_label(result, v.layer), *[v.scalars.get(k, "") for k in keys]) for v in vals]
-        parts.append(f"<h3>Values per {'pair' if scope == 'pair' else 'model'}</h3>")
-        parts.append(_table(["pair" if scope == "pair" else "model", "layer", *keys], rows, numeric_from=2))
+        what = "pair" if scope == "pair" else "model"
+        parts.append(f"<details><summary>Every value per {what} and layer ({len(rows)} rows, {len(keys)} "
+                     f"value{'' if len(keys) == 1 else 's'})</summary>")
+        parts.append(_table([what, "layer", *keys], rows, numeric_from=2) + "</details>")
         parts.extend(f'<p class="warn">note ({escape("; ".join(places))}): {escape(note)}</p>'
                      for note, places in result.notes(metric, scope))  # the values' cautions, under them
-    for v in result.values:  # values that belong to no single layer: scalars and short texts, as a line
+    shared: dict[str, list[str]] = {}  # values that belong to no single layer: one line per distinct text
+    for v in result.values:
         if v.metric != metric or v.layer != "*":
             continue
         items = [f"{k} = {fmt(x)}" for k, x in v.scalars.items()]
         items += [f"{k} = {x}" for k, x in v.arrays.items() if isinstance(x, (str, int, float, bool))]
         if items:
-            parts.append(f'<p class="muted">{escape(v.subject)}, all layers: {escape("; ".join(items))}</p>')
+            shared.setdefault("; ".join(items), []).append(v.subject)
+    for text, who in shared.items():
+        parts.append(f'<p class="muted">{escape(", ".join(who))}, all layers: {escape(text)}</p>')
     return "".join(parts)
 
 
-def summary_sentences(result: Result) -> list[str]:
-    """Plain sentences (not HTML) that state what was compared and where the changes are largest."""
+def context_sentences(result: Result) -> list[str]:
+    """What was compared: the models, pairs and layers, and the images."""
     out = []
     models = ", ".join(str(m.get("label")) for m in result.models)
     pairs = len(result.pairs)
@@ -124,6 +159,12 @@ def summary_sentences(result: Result) -> list[str]:
         d = result.data
         out.append(f"{result.run.get('samples', d.get('num_samples'))} images from {d.get('root') or d.get('kind')}"
                    + (f" ({d.get('skipped')} unreadable files skipped)" if d.get("skipped") else "") + ".")
+    return out
+
+
+def summary_sentences(result: Result) -> list[str]:
+    """Plain sentences (not HTML) that state what was compared and where the changes are largest."""
+    out = context_sentences(result)
     for metric in report_metrics(result):
         out.extend(metric_sentences(MetricValues(result, metric, Path())))
     return out
@@ -203,6 +244,27 @@ def _provenance(result: Result) -> str:
     return "".join(parts)
 
 
+#: Caller sentences shown open under the headline; more go into a collapsed list (and all into the summary).
+_OPEN_LINES = 3
+_CLASSES = {"headline": ' class="headline"'}
+
+
+def _headline(result: Result, given: Sequence[str]) -> str:
+    """The page's first section: what changed most, what was compared, the stored findings one line each, the
+    caller's sentences (a few shown, more collapsed) and the run's warnings."""
+    lines = headline_sentences(result)
+    body = ('<ul class="headline">' + "".join(f"<li>{escape(s)}</li>" for s in lines) + "</ul>") if lines else ""
+    if given and len(given) <= _OPEN_LINES:
+        body += "".join(f"<p>{escape(s)}</p>" for s in given)
+    body += f'<p class="context muted">{escape(" ".join(context_sentences(result)))}</p>'
+    body += findings_html(result)
+    if len(given) > _OPEN_LINES:
+        body += (f"<details><summary>The run's own summary ({len(given)} sentences)</summary><ul class=\"summary\">"
+                 + "".join(f"<li>{escape(s)}</li>" for s in given) + "</ul></details>")
+    body += "".join(f'<p class="warn">warning: {escape(w)}</p>' for w in result.warnings)
+    return body
+
+
 def build_html(
     result: Result,
     figures: Sequence[Figure],
@@ -215,18 +277,17 @@ def build_html(
     for f in figures:
         by_section.setdefault(f.section, []).append(f)
     sections: list[tuple[str, str, str]] = []  # (anchor, title, body)
-    lines = [*(summary_lines or []), *summary_sentences(result)]
-    body = '<ul class="summary">' + "".join(f"<li>{escape(str(s))}</li>" for s in lines) + "</ul>"
-    body += "".join(f'<p class="warn">warning: {escape(w)}</p>' for w in result.warnings)
-    sections.append(("summary", "Summary", body))
+    given = [str(x) for x in summary_lines or []]
+    sections.append(("headline", "What changed most", _headline(result, given)))
     for i, metric in enumerate(result.metrics, start=1):
         declared = MetricValues(result, metric, Path()).declared
         title = str(declared["title"])
         opts = _jsonish(result.metrics[metric].get("options", {}))
         body = f'<p class="muted">{escape(str(declared["description"]))}</p>' if declared["description"] else ""
-        body += f'<p class="muted">options: <code>{escape(opts)}</code></p>'
         body += "".join(_figure(f) for f in by_section.get(metric, []))
+        body += headline_tables(result, metric)
         body += scalar_tables(result, metric)
+        body += f'<p class="muted">options: <code>{escape(opts)}</code></p>'
         sections.append((f"metric-{i}", title, body))
     thumbs = Thumbnails()
     if by_section.get("grids"):
@@ -239,6 +300,10 @@ def build_html(
     for j, (title, fragment, pngs) in enumerate(extra_sections or [], start=1):
         body = str(fragment) + "".join(f"<figure>{_img(Path(p), Path(p).name)}</figure>" for p in pngs)
         sections.append((f"extra-{j}", str(title), body))
+    lines = [*given, *summary_sentences(result)]
+    body = (f"<details><summary>Every summary sentence ({len(lines)})</summary>"
+            '<ul class="summary">' + "".join(f"<li>{escape(s)}</li>" for s in lines) + "</ul></details>")
+    sections.append(("summary", "Summary", body))
     pairs = "; ".join(f"{b} → {t}" for b, t in result.pairs)
     nav = "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t, _ in sections) + '<a href="#provenance">Provenance</a>'
     version = (result.run.get("versions") or {}).get("ftprobe", "?")
@@ -251,7 +316,7 @@ def build_html(
         f"<header><h1>What fine-tuning changed: {escape(pairs)}</h1>",
         f"<p>ftprobe {escape(str(version))} · results.json schema version {result.schema_version}</p>",
         f"<nav>{nav}</nav></header><main>",
-        *(f'<section id="{a}"><h2>{escape(t)}</h2>{b}</section>' for a, t, b in sections),
+        *(f'<section id="{a}"{_CLASSES.get(a, "")}><h2>{escape(t)}</h2>{b}</section>' for a, t, b in sections),
         _provenance(result),
         "</main></body></html>",
     ]

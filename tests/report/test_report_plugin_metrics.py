@@ -72,8 +72,12 @@ def test_plugin_metrics_get_section_figure_and_sentence_in_chromium(plugin_resul
     assert found["broken"] == [] and found["errors"] == [] and found["console"] == []
     assert sorted(found["alts"]) == sorted(alt for _, alt, _ in PLUGIN.values())
     assert min(found["widths"]) > 300
-    for metric, (title, _, sentence) in PLUGIN.items():
-        assert title in found["text"] and sentence in found["text"], metric
+    (b, t), = plugin_result.pairs
+    headline = found["text"].split("Models: ")[0]  # the page's first lines, shown open
+    for metric, (title, _, _) in PLUGIN.items():
+        name = plugin_result.metrics[metric]["declared"]["value_names"][metric]
+        assert title in found["text"], metric
+        assert f"{name[:1].upper()}{name[1:]} between {b} and {t} " in headline, (metric, headline)
     shot = chromium.screenshot(html, tmp_path / "plugin.png", tmp_path, size="1280,2600")
     keep = os.environ.get("FTPROBE_SCREENSHOTS")
     if keep:  # a folder to keep the screenshot in, to look at it
