@@ -15,9 +15,9 @@ import numpy as np
 
 from ftprobe.core.results import Result, Value
 
-__all__ = ["MetricValues", "as_float_array", "declared", "figure_globs", "fmt", "installed_metric", "k_keys",
-           "layer_label", "layer_order", "model_values", "no_mathtext", "pair_label", "pair_values", "report_metrics",
-           "slug"]
+__all__ = ["MetricValues", "as_float_array", "control_pairs", "declared", "figure_globs", "fmt", "installed_metric",
+           "interval", "k_keys", "layer_label", "layer_order", "model_values", "no_mathtext", "pair_label",
+           "pair_values", "report_metrics", "resampling_line", "slug", "with_interval"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,6 +116,62 @@ def fmt(x: Any) -> str:
     if abs(x) >= 1e4 or abs(x) < 1e-3:
         return f"{x:.4e}"
     return f"{x:.5f}"
+
+
+# -- intervals and controls (results.json version 2) -------------------------------------------------------------
+
+def interval(v: Value | None, key: str) -> tuple[float, float] | None:
+    """``(lo, hi)`` of a value's interval for ``key`` when the run made a finite one, else None."""
+    iv = None if v is None else v.intervals.get(key)
+    if not iv:
+        return None
+    try:
+        lo, hi = float(iv["lo"]), float(iv["hi"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def with_interval(v: Value, key: str, number: Callable[[Any], str] | None = None) -> str:
+    """A scalar as a table shows it, with its interval when there is one: ``0.93 [0.91, 0.95]``."""
+    number = number or fmt
+    text = number(v.scalars[key])
+    iv = interval(v, key)
+    return f"{text} [{number(iv[0])}, {number(iv[1])}]" if iv else text
+
+
+def resampling_line(result: Result) -> str:
+    """How the intervals were made, in words (empty when the run made none): ``95 % delete-one-group jackknife over
+    20 groups of images``."""
+    r = result.resampling
+    if not r:
+        return ""
+    level = float(r.get("level", 0.95)) * 100
+    groups, used = r.get("groups"), r.get("groups_used")
+    unit = {"sample": "images", "batch": "batches of images"}.get(str(r.get("unit")), "images or batches")
+    method = "delete-one-group jackknife" if r.get("method") == "jackknife" else str(r.get("method"))
+    line = f"Intervals: {level:g} % {method} over {groups} groups of {unit}"
+    if used is not None and used != groups:
+        line += f" ({used} of them received data)"
+    return line + "."
+
+
+def control_pairs(result: Result) -> dict[tuple[str, str], str]:
+    """The result's control pairs, each with what it stands for: the random-init model against the base (what an
+    untrained network shares with it) and each seed pair (the seed-to-seed noise floor)."""
+    out: dict[tuple[str, str], str] = {}
+    controls = result.controls or {}
+    rand = controls.get("random_init")
+    if rand:
+        for b, t in result.pairs:
+            if rand in (b, t):
+                out[(b, t)] = f"control: random init ({rand})"
+    for pair in controls.get("seed_pairs") or []:
+        a, b = (str(x) for x in pair)
+        for p in ((a, b), (b, a)):
+            if p in {tuple(q) for q in result.pairs}:
+                out[p] = "control: seed-to-seed noise floor"
+    return out
 
 
 # -- what a metric declares about itself ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
@@ -18,13 +18,13 @@ from matplotlib.patches import Patch
 
 from ftprobe.core.results import Result
 
-from ._access import MetricValues, as_float_array, no_mathtext, pair_label, report_metrics
+from ._access import MetricValues, as_float_array, interval, no_mathtext, pair_label, report_metrics
 
 if TYPE_CHECKING:
     from .grids import GridSpec
 
-__all__ = ["Figure", "box_figure", "clean", "colors", "default_figures", "draw_figures", "metric_figures", "save",
-           "text_in"]
+__all__ = ["Figure", "box_figure", "clean", "colors", "default_figures", "draw_figures", "interval_band",
+           "interval_bounds", "metric_figures", "save", "text_in"]
 
 _DPI = 100
 # report.html shows a figure at its own pixel size when it is at most ~1094 px wide (its content box); at 100 dpi the
@@ -124,8 +124,33 @@ def save(fig: MplFigure, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _line_figure(values: MetricValues, key: str, groups: dict[str, dict[str, float]]) -> MplFigure:
-    """A line per subject (pair or model) across the layers, of one scalar key."""
+def interval_bounds(by_layer: dict[str, Any], key: str, layers: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``(lo, hi)`` arrays of ``key``'s intervals over ``layers`` (NaN where a layer has none), from a
+    ``{layer: Value}`` map; None when no layer has an interval (a run without intervals, a version 1 file)."""
+    ivs = [interval(by_layer.get(n), key) for n in layers]
+    if not any(ivs):
+        return None
+    lo = np.array([iv[0] if iv else np.nan for iv in ivs], dtype=float)
+    hi = np.array([iv[1] if iv else np.nan for iv in ivs], dtype=float)
+    return lo, hi
+
+
+def interval_band(ax: Any, x: Sequence[float], bounds: tuple[np.ndarray, np.ndarray] | None, color: Any) -> Any:
+    """Shade a line's intervals (``lo``..``hi`` per point) on ``ax``: a translucent band, with error bars so a
+    lone point (its neighbours without interval) shows its interval too. Nothing when ``bounds`` is None."""
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    xs = np.asarray(x, dtype=float)
+    band = ax.fill_between(xs, lo, hi, color=color, alpha=0.18, linewidth=0)
+    mid = (lo + hi) / 2
+    ax.errorbar(xs, mid, yerr=(hi - lo) / 2, fmt="none", ecolor=color, elinewidth=1, capsize=3, alpha=0.8)
+    return band
+
+
+def _line_figure(values: MetricValues, key: str, groups: dict[str, dict[str, float]],
+                 bounds: dict[str, tuple[np.ndarray, np.ndarray] | None] | None = None) -> MplFigure:
+    """A line per subject (pair or model) across the layers, of one scalar key; its intervals shaded when given."""
     layers = [n for n in values.layers() if any(n in d for d in groups.values())]
     width = min(_PAGE_IN, max(5.0, 0.8 * len(layers) + 2.5))
     crowded = (width - 2.5) / max(1, len(layers)) < 0.5
@@ -133,6 +158,7 @@ def _line_figure(values: MetricValues, key: str, groups: dict[str, dict[str, flo
     ax = fig.subplots()
     for color, (subject, by_layer) in zip(_colors(len(groups)), groups.items()):
         ax.plot(range(len(layers)), [by_layer.get(n, np.nan) for n in layers], "o-", color=color, label=subject)
+        interval_band(ax, range(len(layers)), (bounds or {}).get(subject), color)
     ax.set_xticks(range(len(layers)), [values.label(n) for n in layers], rotation=90 if crowded else 30,
                   ha="center" if crowded else "right", fontsize=_SMALL_PT if crowded else None)
     unit = values.unit(key)
@@ -156,8 +182,13 @@ def default_figures(values: MetricValues) -> list[Figure]:
         arrays = {s: d for s, d in arrays.items() if d}
         name = values.value_name(key)
         if scalars:
-            fig = _line_figure(values, key, scalars)
+            layers = [n for n in values.layers() if any(n in d for d in scalars.values())]
+            bounds = {s: interval_bounds(subjects[s], key, layers) for s in scalars}
+            fig = _line_figure(values, key, scalars, bounds)
             caption = "One line per pair" if values.pairs() else "One line per model"
+            if any(b is not None for b in bounds.values()):
+                level = float((values.result.resampling or {}).get("level", 0.95)) * 100
+                caption += f"; shaded: {level:g} % interval"
         elif arrays:
             layers = [n for n in values.layers() if any(n in d for d in arrays.values())]
             series = {s: [d.get(n, np.zeros(0)) for n in layers] for s, d in arrays.items()}

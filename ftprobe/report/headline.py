@@ -26,7 +26,7 @@ from typing import Any
 
 from ftprobe.core.results import Result, Value
 
-from ._access import MetricValues, layer_label, report_metrics
+from ._access import MetricValues, control_pairs, interval, layer_label, report_metrics
 
 __all__ = ["MAX_SENTENCES", "MIN_SENTENCES", "Change", "changes", "findings_html", "headline_sentences",
            "number", "stored_findings"]
@@ -79,14 +79,42 @@ class Change:
         at_most, at_least = layer_label(result, l_most), layer_label(result, l_least)
         most, least = number(v_most, self.unit), number(v_least, self.unit)
         who = self.who()
+        iv = interval(self.most_value, self.key)
+        if iv:
+            most += f" [{number(iv[0], self.unit)}, {number(iv[1], self.unit)}]"
         if self.layers == 1 or l_most == l_least:
             return f"{name} {who} is {most} at {at_most}."
         if self.higher_is_more_similar:
             order = _layer_rank(result)
             if order.get(l_least, 0) < order.get(l_most, 0):
-                return f"{name} {who} falls to {most} at {at_most} (from {least} at {at_least})."
-            return f"{name} {who} is lowest at {at_most} ({most}; {least} at {at_least})."
-        return f"The {self.name} {who} is largest at {at_most} ({most}; smallest: {least} at {at_least})."
+                text = f"{name} {who} falls to {most} at {at_most} (from {least} at {at_least})."
+            else:
+                text = f"{name} {who} is lowest at {at_most} ({most}; {least} at {at_least})."
+        else:
+            text = f"The {self.name} {who} is largest at {at_most} ({most}; smallest: {least} at {at_least})."
+        return text + self.noise(result)
+
+    def difference(self, result: Result) -> dict[str, Any] | None:
+        """The most changed layer's value minus the least changed one's, with the interval of the difference
+        (paired over the same groups of images), or None when the run made no intervals."""
+        if not (self.most_value.intervals and self.least_value.intervals):
+            return None
+        try:
+            from ftprobe.core.intervals import difference
+        except ImportError:  # an ftprobe without intervals
+            return None
+        level = float((result.resampling or {}).get("level", 0.95))
+        return difference(self.most_value, self.least_value, self.key, level)
+
+    def noise(self, result: Result) -> str:
+        """`` The difference ... is within noise`` when its interval covers 0, else nothing."""
+        d = self.difference(result)
+        if not d or not d.get("within_noise") or not math.isfinite(d.get("lo", math.nan)):
+            return ""
+        unit = "%" if self.unit in ("%", "relative") else ""
+        scale = 100.0 if self.unit == "relative" else 1.0
+        return (f" The difference between the two layers, {number(scale * d['estimate'], unit)} "
+                f"[{number(scale * d['lo'], unit)}, {number(scale * d['hi'], unit)}], is within noise.")
 
 
 def _layer_rank(result: Result) -> dict[str, int]:
@@ -165,7 +193,8 @@ def _pick(result: Result, candidates: Sequence[Change], first: Any) -> list[Chan
 def headline_sentences(result: Result) -> list[str]:
     """The headline: up to :data:`MAX_SENTENCES` sentences on what changed most (none when no metric declares a
     direction)."""
-    cands = changes(result)
+    controls = set(control_pairs(result))
+    cands = [c for c in changes(result) if c.subject not in controls]  # a control is a yardstick, not a change
     if not cands:
         return []
     first: Any = tuple(result.pairs[0]) if result.pairs else None

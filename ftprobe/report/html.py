@@ -21,7 +21,16 @@ from typing import Any
 
 from ftprobe.core.results import Result, Value
 
-from ._access import MetricValues, fmt, layer_label, layer_order, report_metrics
+from ._access import (
+    MetricValues,
+    control_pairs,
+    fmt,
+    layer_label,
+    layer_order,
+    report_metrics,
+    resampling_line,
+    with_interval,
+)
 from .figures import Figure
 from .grids import GRID_CSS, Thumbnails, grid_html
 from .headline import findings_html, headline_sentences
@@ -43,7 +52,7 @@ figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eee
 figcaption{font-size:12px;color:#555}.scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:12px;margin:6px 0 12px}th,td{border:1px solid #ddd;padding:3px 7px;
 text-align:left;vertical-align:top;max-width:480px}
-td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f1f3f6}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}th{background:#f1f3f6}
 code{font-size:12px;word-break:break-all}.muted{color:#666;font-size:12px}ul.summary li{margin:3px 0}
 .warn{color:#8a4b00}td.hash{font:11px monospace;word-break:break-all;min-width:150px;max-width:200px}
 td.long{word-break:break-all;max-width:260px}
@@ -93,11 +102,19 @@ def _kv(d: dict[str, Any]) -> str:
     return _table(["key", "value"], [(str(k), fmt(v) if isinstance(v, float) else _jsonish(v)) for k, v in d.items()])
 
 
+#: A scalar ``K_shuffled`` beside a headline key ``K`` is ``K``'s chance level: the images of the two models paired
+#: at random (a convention of value keys, whatever the metric).
+CHANCE_SUFFIX = "_shuffled"
+
+
 def headline_tables(result: Result, metric: str) -> str:
     """The metric's headline scalars side by side: per key, a table with a row per layer and a column per pair (or
-    model)."""
+    model), with intervals when the run made them; then the controls of the key when the run has any (its chance
+    level ``K_shuffled``, the random-init pair, the seed pairs), labelled as controls."""
     values = MetricValues(result, metric, Path())
+    labels = control_pairs(result)
     subjects = {**{f"{b} → {t}": d for (b, t), d in values.pairs().items()}, **values.models()}
+    controls = {f"{b} → {t}": text for (b, t), text in labels.items()}
     parts = []
     for key in values.headline_keys():
         cols = {s: d for s, d in subjects.items() if any(key in v.scalars for n, v in d.items() if n != "*")}
@@ -105,12 +122,43 @@ def headline_tables(result: Result, metric: str) -> str:
             continue
         layers = [n for n in layer_order(result) if any(n in d and key in d[n].scalars for d in cols.values())]
         unit = values.unit(key)
-        rows = [(layer_label(result, n), *[d[n].scalars[key] if n in d and key in d[n].scalars else ""
+        name = values.value_name(key)
+        rows = [(layer_label(result, n), *[with_interval(d[n], key) if n in d and key in d[n].scalars else ""
                                             for d in cols.values()]) for n in layers]
-        parts.append(f'<p class="muted">{escape(values.value_name(key))}' + (f" ({escape(unit)})" if unit else "")
+        parts.append(f'<p class="muted">{escape(name)}' + (f" ({escape(unit)})" if unit else "")
                      + f" per layer — <code>{escape(key)}</code></p>")
-        parts.append(_table(["layer", *cols], rows, numeric_from=1))
+        heads = [s + (f" ({controls[s]})" if s in controls else "") for s in cols]
+        parts.append(_table(["layer", *heads], rows, numeric_from=1))
+        parts.append(_controls_table(result, key, name, layers, cols, controls))
+    line = resampling_line(result) if any(v.intervals for v in values.values) else ""
+    if parts and line:
+        parts.append(f'<p class="muted">{escape(line)} The interval is in brackets after each value.</p>')
     return "".join(parts)
+
+
+def _controls_table(result: Result, key: str, name: str, layers: Sequence[str], cols: dict[str, dict[str, Value]],
+                    controls: dict[str, str]) -> str:
+    """The first compared subject's ``key`` beside its controls, a row per layer (empty when there are none)."""
+    first = next((s for s in cols if s not in controls), None)
+    chance = key + CHANCE_SUFFIX
+    heads: list[str] = []
+    getters = []
+    if first is not None:
+        heads.append(f"{name}, {first}")
+        getters.append((cols[first], key))
+        if any(chance in v.scalars for v in cols[first].values()):
+            heads.append(f"control: chance level, images paired at random ({chance}), {first}")
+            getters.append((cols[first], chance))
+    for s, text in controls.items():
+        if s in cols:
+            heads.append(f"{text}: {name}, {s}")
+            getters.append((cols[s], key))
+    if len(heads) < 2:
+        return ""
+    rows = [(layer_label(result, n), *[with_interval(d[n], k) if n in d and k in d[n].scalars else ""
+                                       for d, k in getters]) for n in layers]
+    return (f'<p class="muted">{escape(name)} beside its controls: what the same measure gives where there is '
+            "nothing to find</p>" + _table(["layer", *heads], rows, numeric_from=1))
 
 
 def scalar_tables(result: Result, metric: str) -> str:
@@ -128,7 +176,8 @@ def scalar_tables(result: Result, metric: str) -> str:
         keys: list[str] = []
         for v in vals:
             keys.extend(k for k in v.scalars if k not in keys)
-        rows = [(v.subject, layer_label(result, v.layer), *[v.scalars.get(k, "") for k in keys]) for v in vals]
+        rows = [(v.subject, layer_label(result, v.layer), *[with_interval(v, k) if k in v.scalars else ""
+                                                             for k in keys]) for v in vals]
         what = "pair" if scope == "pair" else "model"
         parts.append(f"<details><summary>Every value per {what} and layer ({len(rows)} rows, {len(keys)} "
                      f"value{'' if len(keys) == 1 else 's'})</summary>")
@@ -256,7 +305,8 @@ def _headline(result: Result, given: Sequence[str]) -> str:
     body = ('<ul class="headline">' + "".join(f"<li>{escape(s)}</li>" for s in lines) + "</ul>") if lines else ""
     if given and len(given) <= _OPEN_LINES:
         body += "".join(f"<p>{escape(s)}</p>" for s in given)
-    body += f'<p class="context muted">{escape(" ".join(context_sentences(result)))}</p>'
+    context = [*context_sentences(result), resampling_line(result)]
+    body += f'<p class="context muted">{escape(" ".join(c for c in context if c))}</p>'
     body += findings_html(result)
     if len(given) > _OPEN_LINES:
         body += (f"<details><summary>The run's own summary ({len(given)} sentences)</summary><ul class=\"summary\">"
