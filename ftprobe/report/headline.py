@@ -94,17 +94,18 @@ class Change:
             text = f"The {self.name} {who} is largest at {at_most} ({most}; smallest: {least} at {at_least})."
         return text + self.noise(result)
 
-    def difference(self, result: Result) -> dict[str, Any] | None:
-        """The most changed layer's value minus the least changed one's, with the interval of the difference
-        (paired over the same groups of images), or None when the run made no intervals."""
-        if not (self.most_value.intervals and self.least_value.intervals):
+    def difference(self, result: Result, other: Value | None = None) -> dict[str, Any] | None:
+        """The most changed layer's value minus ``other`` (default: the least changed layer's value), with the
+        interval of the difference (paired over the same groups of images), or None without intervals."""
+        other = self.least_value if other is None else other
+        if not (self.most_value.intervals and other.intervals):
             return None
         try:
             from ftprobe.core.intervals import difference
         except ImportError:  # an ftprobe without intervals
             return None
         level = float((result.resampling or {}).get("level", 0.95))
-        return difference(self.most_value, self.least_value, self.key, level)
+        return difference(self.most_value, other, self.key, level)
 
     def noise(self, result: Result) -> str:
         """`` The difference ... is within noise`` when its interval covers 0, else nothing."""
@@ -200,7 +201,38 @@ def headline_sentences(result: Result) -> list[str]:
     first: Any = tuple(result.pairs[0]) if result.pairs else None
     if not any(c.subject == first for c in cands):
         first = cands[0].subject
-    return [c.sentence(result) for c in _pick(result, cands, first)]
+    chosen = _pick(result, cands, first)
+    lines = [c.sentence(result) for c in chosen]
+    other = _two_tunes(result, chosen, controls)
+    if other:
+        lines.insert(1, other)
+    return lines[:MAX_SENTENCES]
+
+
+def _two_tunes(result: Result, chosen: Sequence[Change], controls: set[tuple[str, str]]) -> str:
+    """The first sentence's layer and value against another tuned model from the same base (fine-tune 1 against
+    fine-tune 2 at one layer), with the interval of their paired difference; empty without intervals."""
+    for c in chosen:
+        if not isinstance(c.subject, tuple):
+            continue
+        base, tuned = c.subject
+        layer = c.most[0]
+        by_pair = MetricValues(result, c.metric, Path()).pairs()
+        for (b, t), by_layer in by_pair.items():
+            v = by_layer.get(layer)
+            if b != base or t == tuned or (b, t) in controls or v is None or c.key not in v.scalars:
+                continue
+            d = c.difference(result, v)
+            if not d or not math.isfinite(d.get("lo", math.nan)):
+                continue
+            name = c.name[:1].upper() + c.name[1:]
+            scale, unit = (100.0, "%") if c.unit == "relative" else (1.0, c.unit)
+            return (f"At {layer_label(result, layer)}, {name} between {base} and {tuned} "
+                    f"({number(c.most[1], c.unit)}) and between {base} and {t} ({number(v.scalars[c.key], c.unit)}) "
+                    f"differ by {number(scale * d['estimate'], unit)} [{number(scale * d['lo'], unit)}, "
+                    f"{number(scale * d['hi'], unit)}]" + (", within noise." if d["within_noise"] else "."))
+        return ""
+    return ""
 
 
 # -- the findings a run stored (``ftprobe demo``: ``run["demo"]["findings"]``) -------------------------------------

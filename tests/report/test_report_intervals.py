@@ -14,6 +14,7 @@ from matplotlib.collections import PolyCollection
 
 from ftprobe.core.results import Result, Value
 from ftprobe.report import write_report
+from ftprobe.report._access import fmt
 from ftprobe.report.headline import headline_sentences
 
 LAYERS = ("conv1", "conv3", "conv5")
@@ -121,3 +122,38 @@ def test_without_intervals_nothing_changes(drawn, tmp_path) -> None:
                                                                                    flags=re.S).split("<main>")[1]
     assert not [c for c in drawn["align_1.png"].axes[0].collections if isinstance(c, PolyCollection)]
     assert "within noise" not in " ".join(headline_sentences(res))
+
+
+def test_the_headline_compares_two_fine_tunes_at_the_layer_it_names() -> None:
+    res = _result({"conv1": 0.98, "conv3": 0.7, "conv5": 0.41})
+    extra = [Value("cka", n, "pair", base="base", tuned="ft2", scalars={"cka": x + 0.05},
+                   intervals={"cka": _iv(x + 0.05, 0.01)}) for n, x in zip(LAYERS, (0.93, 0.7, 0.41))]
+    res = dataclasses.replace(res, pairs=[*res.pairs, ("base", "ft2")], values=[*res.values, *extra])
+    lines = headline_sentences(res)
+    # the replicates of the two move together (same groups of images): the paired difference has no spread
+    assert lines[1] == ("At conv5, CKA between base and ft1 (0.41) and between base and ft2 (0.46) differ by -0.05 "
+                        "[-0.05, -0.05].")
+    for v in extra:  # ft2 with noise of its own: the difference is within noise
+        v.intervals["cka"]["replicates"] = [x + (0.1 if i % 2 else -0.1)
+                                            for i, x in enumerate(v.intervals["cka"]["replicates"])]
+    assert headline_sentences(res)[1].endswith(", within noise.")
+
+
+def test_a_run_with_intervals_and_a_seed_pair_renders_them(hostile_images, tmp_path) -> None:
+    """The real thing on tiny models: ftprobe.compare(intervals=True, seed_pairs=...)."""
+    import ftprobe
+    from ftprobe.testing import TinyNet, perturbed_copy
+
+    base = TinyNet(num_classes=3, seed=0)
+    ft1, ft2 = perturbed_copy(base, noise=0.3, seed=1), perturbed_copy(base, noise=0.3, seed=2)
+    res = ftprobe.compare(base, ft1, ft2, labels=["base", "ft1", "ft2"], layers=["conv2d0", "mixed5b"],
+                          data=hostile_images, metrics={"cka": {}}, size=32, batch_size=5, device="cpu",
+                          intervals=True, interval_groups=5, seed_pairs=[("ft1", "ft2")])
+    assert res.resampling and res.controls["seed_pairs"] == [["ft1", "ft2"]]
+    page = _page(res, tmp_path)
+    v = next(v for v in res.values if v.layer == "mixed5b" and (v.base, v.tuned) == ("base", "ft1"))
+    lo, hi = v.interval("cka")
+    assert f"{fmt(v.scalars['cka'])} [{fmt(lo)}, {fmt(hi)}]" in page and lo < v.scalars["cka"] < hi
+    assert "95 % delete-one-group jackknife over 5 groups of images" in page
+    assert "control: seed-to-seed noise floor" in page and "control: chance level" in page
+    assert html.escape("CKA between base and ft1 ") in page
