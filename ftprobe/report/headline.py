@@ -12,6 +12,12 @@ magnitudes (0: the same at every layer, 1: one of them is zero), so scores of me
 The headline speaks of the first pair (the comparison asked for: the base against the first tuned model), one
 sentence per metric, taken in turn from each kind of evidence (what the metrics read: activations, weights), most
 changed first; when that gives fewer than :data:`MIN_SENTENCES`, the other pairs' best candidates fill it up.
+Control pairs (a random-init model, seed pairs) are yardsticks, not changes: they get no headline sentence.
+
+When the run made intervals (results.json version 2), a sentence gives the interval of its number, and the two
+values it sets side by side are compared with :func:`ftprobe.core.intervals.difference` (paired over the same
+groups of images): the most against the least changed layer ("within noise" when the difference's interval covers
+zero), and the first fine-tune against another from the same base at that layer.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 
 from ftprobe.core.results import Result, Value
 
-from ._access import MetricValues, control_pairs, interval, layer_label, report_metrics
+from ._access import MetricValues, control_pairs, interval, layer_label, layer_order, report_metrics
 
 __all__ = ["MAX_SENTENCES", "MIN_SENTENCES", "Change", "changes", "findings_html", "headline_sentences",
            "number", "stored_findings"]
@@ -119,8 +125,6 @@ class Change:
 
 
 def _layer_rank(result: Result) -> dict[str, int]:
-    from ._access import layer_order
-
     return {n: i for i, n in enumerate(layer_order(result))}
 
 
