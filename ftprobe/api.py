@@ -14,9 +14,10 @@ from torch import nn
 
 from .core.checkpoint import Checkpointer, fingerprint
 from .core.distributed import DistInfo, gather_list, init_from_env, merge_metrics, reduce_stats
-from .core.engine import Engine
+from .core.engine import Engine, ModelEntry
 from .core.entries import load_models
 from .core.errors import FtprobeError
+from .core.intervals import Resampling
 from .core.metric import RunContext
 from .core.options import Callbacks, DataOptions, ModelOptions, RunOptions, quiet
 from .core.plan import MetricsArg, select_metrics
@@ -110,6 +111,11 @@ def compare(
     checkpoint_every: int = 0,
     resume: bool = False,
     amp: str | None = None,
+    intervals: bool = False,
+    interval_groups: int = 20,
+    level: float = 0.95,
+    random_init: bool = False,
+    seed_pairs: Sequence[Sequence[str]] = (),
     argv: Sequence[str] | None = None,
 ) -> Result:
     """Compare a base model with one or more fine-tuned versions, layer by layer, in one pass over ``data``.
@@ -136,6 +142,15 @@ def compare(
         checkpoint: a file for the pass's state: saved every ``checkpoint_every`` batches and on Ctrl-C, removed
             when the run completes; ``resume=True`` continues from it (the job must be the same).
         amp: ``"bf16"`` or ``"fp16"``: forwards under autocast (for GPUs); metric statistics stay float64.
+        intervals: give every headline value an interval over images (a delete-one-group jackknife over
+            ``interval_groups`` groups of images at ``level``; see :mod:`ftprobe.core.intervals`). It keeps every
+            metric state once per group: the notice before the pass says what that costs.
+        random_init: add a control model: the base's architecture with freshly initialised weights (seeded by
+            ``seed``), compared with the base as the pair ``base → random_init``: what CKA gives for a network that
+            learnt nothing.
+        seed_pairs: pairs of labels of two fine-tunes of one recipe (another seed), e.g. ``[("mode_a1",
+            "mode_a2")]``: each is compared with the other too, and the result marks the pair as the seed-to-seed
+            noise floor.
         labels: one name per model, in order (the base first); by default a file's name without its suffix, or the
             shortest trailing part of its path that tells it apart from another model file of that name.
         on_prepared: called with the layer records (name, shape, layout) once layers are resolved and probed,
@@ -188,15 +203,17 @@ def run_comparison(
         raise FtprobeError(f"--amp must be bf16 or fp16, not {run.amp!r}")
     dist_info, dev = init_from_env(resolve_device(run.device))
     entries, restore = load_models(sources, models, cb)
+    controls = _add_controls(entries, pair_idx, run, data_options.seed, cb)
     try:
         src, size = _open_data(data, data_options, entries[0].module, dev)
         requests, skipped = select_metrics(metrics, options, has_data=src is not None,
                                            has_labels=bool(src and src.has_labels), disabled=disabled,
                                            notice=cb.notice)
         base_layers, per_model = _layers_per_model(layer_map, [e.label for e in entries])
+        resampling = Resampling(run.interval_groups, run.level, data_options.seed) if run.intervals else None
         engine = Engine(entries, pair_idx, base_layers, requests, tuned_layers=per_model, device=dev,
                         input_size=run.input_size or (src.image_size() or size if src is not None else None),
-                        notice=cb.notice)
+                        notice=cb.notice, resampling=resampling)
         cb.status("resolving and probing layers…")
         engine.prepare(_run_context(src))
         if cb.on_prepared is not None:
@@ -214,7 +231,7 @@ def run_comparison(
                 if note not in known:  # learnt only by streaming (a stream shorter than --limit)
                     cb.notice(note)
         result = engine.result(
-            stats, data=data_info, skipped_metrics=skipped + engine.skipped,
+            stats, data=data_info, skipped_metrics=skipped + engine.skipped, controls=controls,
             run={"batch_size": data_options.batch_size, "limit": data_options.limit, "seed": data_options.seed,
                  "pairs": run.pairs, "started_at": started_at, "argv": list(run.argv) if run.argv is not None else None,
                  "versions": _versions()},
@@ -225,6 +242,69 @@ def run_comparison(
     finally:
         for module, dev0 in restore:
             module.to(dev0)
+
+
+def _add_controls(entries: list[ModelEntry], pairs: list[tuple[int, int]], run: RunOptions, seed: int,
+                  cb: Callbacks) -> dict[str, Any]:
+    """Add the control model and pairs the run asked for (in place); the result's ``controls`` record."""
+    controls: dict[str, Any] = {}
+    labels = [e.label for e in entries]
+    if run.random_init:
+        names = itertools.chain(["random_init"], (f"random_init_{i}" for i in itertools.count(2)))
+        label = next(c for c in names if c not in labels)
+        entries.append(random_init_entry(entries[0], label, seed))
+        pairs.append((0, len(entries) - 1))
+        controls["random_init"] = label
+        cb.notice(f"control: {label}, {entries[0].label}'s architecture with fresh random weights (seed {seed}), "
+                  f"compared as {entries[0].label} → {label}")
+    if run.seed_pairs:
+        where = {e.label: i for i, e in enumerate(entries)}
+        controls["seed_pairs"] = []
+        for pair in run.seed_pairs:
+            if isinstance(pair, str):
+                pair = pair.split(",")
+            if len(pair) != 2:
+                raise FtprobeError(f"a seed pair names two models (A,B), not {pair!r}")
+            a, b = (str(x).strip() for x in pair)
+            for x in (a, b):
+                if x not in where:
+                    raise FtprobeError(f"seed pair {a},{b}: no model is labelled {x!r}; the models are "
+                                       f"{', '.join(where)} (name them with --label, once per model, or "
+                                       "labels=[...] in Python)")
+            if a == b or where[a] == 0 or where[b] == 0:
+                raise FtprobeError(f"a seed pair names two fine-tuned models of one recipe (not the base, not twice "
+                                   f"the same), got {a},{b}")
+            if (where[a], where[b]) not in pairs:
+                pairs.append((where[a], where[b]))
+            controls["seed_pairs"].append([a, b])
+    return controls
+
+
+_CONTROL_SEED = 0x5EED1A17
+
+
+def random_init_entry(base: ModelEntry, label: str, seed: int) -> ModelEntry:
+    """``base``'s architecture with fresh random weights: every module's own ``reset_parameters`` (seeded), and a
+    normal(0, 0.02) draw for parameters no module resets (position embeddings, class tokens)."""
+    import copy
+
+    module = copy.deepcopy(base.module)
+    reset: set[int] = set()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(_CONTROL_SEED + seed)  # not the seed a script may have built its models under
+        for sub in module.modules():
+            if callable(getattr(sub, "reset_parameters", None)):
+                sub.reset_parameters()
+                reset.update(id(p) for p in sub.parameters(recurse=False))
+            if callable(getattr(sub, "reset_running_stats", None)):
+                sub.reset_running_stats()
+        for p in module.parameters():
+            if id(p) not in reset:
+                nn.init.normal_(p, std=0.02)
+    info = {**base.info, "label": label, "source": f"random re-initialisation of {base.label}", "kind": "module",
+            "sha256": None, "format": None, "weights": None, "control": "random_init", "seed": seed,
+            "notes": [f"a control: {base.label}'s architecture with fresh random weights"]}
+    return ModelEntry(label, module, info)
 
 
 def _open_data(data: Any, opts: DataOptions, base: nn.Module, dev: torch.device) -> tuple[Any, int]:
@@ -261,7 +341,8 @@ def _checkpointer(engine: Engine, run: RunOptions, pairs: list[tuple[int, int]],
            "pairs": pairs, "layers": [r.name for r in engine.layers],
            **({"model_layers": [[r.name for r in res] for res in engine.model_layers]} if engine.tuned_specs else {}),
            "metrics": [(r.name, r.options) for r in engine.requests], "data": data_info,
-           "batch_size": data_options.batch_size, "world": dist_info.world}
+           "batch_size": data_options.batch_size, "world": dist_info.world,
+           **({"intervals": [run.interval_groups, data_options.seed]} if run.intervals else {})}
     return Checkpointer(Path(run.checkpoint), run.checkpoint_every, fingerprint(job), dist_info.rank)
 
 

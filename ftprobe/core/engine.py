@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .capture import Capture, LayerPlan, evaluating, split_call
 from .checkpoint import Checkpointer, RunPosition
 from .errors import DataError, FtprobeError, ModelMismatch
+from .intervals import Resampling
 from .layers import LayerInfo, ResolvedLayer, natural_layers, probe, resolve_layers
 from .metric import Activation, Metric, RunContext
 from .plan import MetricRequest, Plan, Topology, needs_activations
@@ -76,6 +77,7 @@ class Engine:
             base's, else its own natural layers (when ``layers`` is empty) or an error asking for its layers.
         device: where models and metric states live.
         input_size: the image size of the probe forward (None: the model's default, else 224).
+        resampling: make intervals over groups of images (see :mod:`ftprobe.core.intervals`); None: none.
 
     Layer lists of equal length pair layer i of one model with layer i of the other: layerwise metrics run on those
     pairs, under the base's (model 0's) names. Lists of different lengths are not paired: only metrics that see all
@@ -95,6 +97,7 @@ class Engine:
         device: torch.device | str = "cpu",
         input_size: int | None = None,
         notice: Notice | None = None,
+        resampling: Resampling | None = None,
     ) -> None:
         self.models = list(models)
         self.pairs = list(pairs)
@@ -104,6 +107,7 @@ class Engine:
         self.device = torch.device(device)
         self.input_size = input_size
         self.notice = notice or (lambda msg: None)
+        self.resampling = resampling
         self.layers: list[ResolvedLayer] = []  # the base's (model 0's)
         self.model_layers: list[list[ResolvedLayer]] = []  # every model's, in its own names
         self.paired = True  # every model has as many layers as the base: layer i pairs with layer i
@@ -247,7 +251,7 @@ class Engine:
             counts=[len(r) for r in self.model_layers], paired=self.paired, same_arch=self._same_arch,
             units=self._units, widths_differ=self._widths_differ, device=str(self.device),
         )
-        self.plan = Plan(topo, self.notice).build(self.requests, ctx)
+        self.plan = Plan(topo, self.notice, self.resampling).build(self.requests, ctx)
         self.requests = self.plan.requests
         self.skipped = self.plan.skipped
 
@@ -442,5 +446,6 @@ class Engine:
             values=self.values(),
             warnings=list(self.warnings),
             run={"device": str(self.device), **stats, **extra.pop("run", {})},
+            resampling=self.plan.resampling_record(),
             **extra,
         )

@@ -297,6 +297,9 @@ class Metric(ABC):
     units: ClassVar[str | Mapping[str, str]] = ""
     #: The value keys (globs such as ``"overlap_mean@*"``) that the summary sentence and the default figure show.
     headline: ClassVar[tuple[str, ...]] = ()
+    #: Further value keys (globs) that get an interval in a run with intervals (:mod:`ftprobe.core.intervals`),
+    #: besides the headline ones; a metric that declares neither gets one on every scalar.
+    interval_keys: ClassVar[tuple[str, ...]] = ()
     #: How sentences and axes name a headline key (glob → words; ``{}`` stands for what the ``*`` matched).
     value_names: ClassVar[Mapping[str, str]] = {}
     #: The ``__init__`` options with their help (``ftprobe metrics --options``, ``-o`` and compare shorthands).
@@ -351,7 +354,8 @@ class Metric(ABC):
     @classmethod
     def declaration(cls) -> dict[str, Any]:
         """What the metric says about itself, as JSON data stored in the result's ``metrics`` record: direction
-        (``higher_is_more_similar``), title, description, units, headline keys and their names, options with help,
+        (``higher_is_more_similar``), title, description, units, headline keys and their names, the further keys that
+        get intervals, options with help,
         and the figure files its hook writes."""
         return {
             "higher_is_more_similar": cls.higher_is_more_similar,
@@ -359,6 +363,7 @@ class Metric(ABC):
             "description": cls.describe(),
             "units": cls.units if isinstance(cls.units, str) else dict(cls.units),
             "headline": list(cls.headline),
+            "interval_keys": list(cls.interval_keys),
             "value_names": dict(cls.value_names),
             "option_help": {k: _option_record(v) for k, v in cls.option_help.items()},
             "figure_files": list(cls.figure_files),
@@ -388,6 +393,16 @@ class Metric(ABC):
         """Instances whose keys are equal (and not ``None``) share one state: the engine updates one of them and
         copies its state into the others before ``compute``. Return ``None`` (the default) to never share."""
         return None
+
+    def resampling_unit(self) -> Literal["sample", "batch"] | None:
+        """How a run with intervals (:mod:`ftprobe.core.intervals`) splits this metric's data into groups of images.
+
+        ``"sample"`` (the default for a metric that reads activations): each image goes to its group, so an
+        ``update`` may receive a step with a few images of one group. ``"batch"``: whole batches go to a group (a
+        statistic defined per batch, such as minibatch CKA). ``None``: no interval (the default for a metric that
+        reads weights). A metric's reductions must not modify their arguments: replicas are merged many times.
+        """
+        return "sample" if Need.ACTIVATIONS in self.needs and Need.WEIGHTS not in self.needs else None
 
     @abstractmethod
     def update(self, step: Any) -> None:

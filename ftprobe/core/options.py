@@ -43,8 +43,8 @@ class DataOptions:
 
 @dataclass
 class RunOptions:
-    """How the pass runs: device, which pairs, the probe's image size, checkpoint and resume, autocast, and the
-    command line recorded in the result."""
+    """How the pass runs: device, which pairs, the probe's image size, checkpoint and resume, autocast, intervals
+    and controls, and the command line recorded in the result."""
 
     device: str | torch.device | None = "auto"
     pairs: str = "first"
@@ -53,6 +53,11 @@ class RunOptions:
     checkpoint_every: int = 0
     resume: bool = False
     amp: str | None = None
+    intervals: bool = False
+    interval_groups: int = 20
+    level: float = 0.95
+    random_init: bool = False
+    seed_pairs: Sequence[Sequence[str]] = ()
     argv: Sequence[str] | None = None
 
 

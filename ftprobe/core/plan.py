@@ -21,10 +21,12 @@ from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .capture import split_call
 from .errors import MetricNeedsError, PluginError
+from .intervals import GroupCounts, Resampling, group_of, headline_keys, jackknife_interval, leave_one_out, merge_states
 from .metric import Activation, Metric, ModelStep, Need, PairStep, RunContext, Scope, WeightStep, state_to
 from .registry import get_metric, list_metrics, metric_specs
 from .results import Value, split_values
@@ -194,6 +196,11 @@ class Feed:
     layer: str | None
     owner: Feed | None = None  # another feed whose state this one shares (it is not fed itself)
     batches: bool = False  # fed a step per batch
+    # With intervals: one replica per group of images (fed that group's images), how the groups are formed, and a
+    # spare instance that computes the leave-one-group-out values (followers have a spare, not replicas).
+    replicas: list[Metric] = field(default_factory=list)
+    unit: str | None = None
+    spare: Metric | None = None
 
     @property
     def name(self) -> str:
@@ -283,13 +290,19 @@ class Comparison:
         return _values(self.base.name, self.base.layer, vals, kw)
 
 
+def _key(v: Value) -> tuple:
+    return (v.metric, v.layer, v.scope, v.base, v.tuned, v.model)
+
+
 class Plan:
     """The metrics a run keeps, as feeds: built (and set up) by :meth:`build`, which leaves out, with a notice, a
     metric these models or this data cannot serve, and refuses one the user named."""
 
-    def __init__(self, topo: Topology, notice: Callable[[str], None]) -> None:
+    def __init__(self, topo: Topology, notice: Callable[[str], None], resampling: Resampling | None = None) -> None:
         self.topo = topo
         self.notice = notice
+        self.resampling = resampling
+        self.counter: GroupCounts | None = None  # with intervals: the images and batches each group received
         self.requests: list[Any] = []
         self.feeds: list[Feed] = []
         self.comparisons: list[Comparison] = []
@@ -370,7 +383,30 @@ class Plan:
             raise MetricNeedsError("no metric can run on this data: " + "; ".join(reasons))
         self._share_states()
         self._compare_models()
+        if self.resampling is not None:
+            self._make_replicas(self.resampling)
         return self
+
+    def _make_replicas(self, rs: Resampling) -> None:
+        """One replica per group of images for every state that reads activations and can be resampled."""
+        for feed in self.feeds:
+            if feed.owner is None and feed.batches:
+                feed.unit = feed.metric.resampling_unit()
+                if feed.unit is not None:
+                    feed.replicas = [feed.metric.clone() for _ in range(rs.groups)]
+        for feed in self.feeds:
+            if (feed.owner or feed).replicas:
+                feed.spare = feed.metric.clone()
+        kept = [f for f in self.feeds if f.replicas]
+        if not kept:
+            self.notice("intervals: no selected metric reads images, so no value gets an interval")
+            return
+        self.counter = GroupCounts(rs.groups, rs.seed).to(self.topo.device)
+        names = sorted({f.name for f in kept})
+        self.notice(f"intervals ({', '.join(names)}): each of their {len(kept)} metric states is kept for each of "
+                    f"{rs.groups} groups of images, so they take {rs.groups}× the memory of one copy (the estimates "
+                    "above are for one) and each batch updates every group's copy with its images; "
+                    f"{rs.level:.0%} delete-one-group jackknife intervals")
 
     def _context(self, ctx: RunContext, feed: Feed) -> RunContext:
         """The run context of one feed: its (pair's base) model's layers and shapes, and the tuned model's."""
@@ -467,22 +503,117 @@ class Plan:
                 feed.feed_weights(modules, self.topo)
 
     def feed(self, acts: Acts, index: Tensor, labels: Tensor | None) -> None:
+        split: list[tuple[int, Acts, Tensor, Tensor | None]] | None = None
         for feed in self.batch_feeds:
-            feed.metric.update(feed.step(acts, index, labels))
+            if not feed.replicas:
+                feed.metric.update(feed.step(acts, index, labels))
+            elif feed.unit == "batch":
+                assert self.resampling is not None
+                g = int(group_of(index[:1], self.resampling.groups, self.resampling.seed))
+                feed.replicas[g].update(feed.step(acts, index, labels))
+            else:
+                if split is None:
+                    split = self._split(acts, index, labels)
+                for g, sub, sub_index, sub_labels in split:
+                    feed.replicas[g].update(feed.step(sub, sub_index, sub_labels))
+        if self.counter is not None:
+            self.counter.update(index)
+
+    def _split(self, acts: Acts, index: Tensor, labels: Tensor | None
+               ) -> list[tuple[int, Acts, Tensor, Tensor | None]]:
+        """A batch cut into its groups of images: each group's views, indices and labels, in batch order."""
+        assert self.resampling is not None
+        gid = group_of(index, self.resampling.groups, self.resampling.seed)
+        order = torch.argsort(gid, stable=True)
+        counts = torch.bincount(gid, minlength=self.resampling.groups).tolist()
+        out, start = [], 0
+        for g, c in enumerate(counts):
+            if not c:
+                continue
+            sel = order[start:start + c]
+            start += c
+            sub = [{layer: Activation(a.layer, {k: v.index_select(0, sel) for k, v in a.views.items()})
+                    for layer, a in per_model.items()} for per_model in acts]
+            out.append((g, sub, index.index_select(0, sel), None if labels is None else labels.index_select(0, sel)))
+        return out
 
     def values(self) -> list[Value]:
-        """Every feed's values (a shared state copied in first), then the pairs' values of model-scoped metrics."""
+        """Every feed's values (a shared state copied in first), then the pairs' values of model-scoped metrics;
+        with intervals, each headline scalar carries its interval."""
+        for feed in self.feeds:
+            if feed.replicas:  # the full state: every group's replica merged
+                state = None
+                for r in feed.replicas:
+                    state = merge_states(feed.metric, state, r.state_dict())
+                assert state is not None
+                feed.metric.load_state_dict(state)
         for feed in self.feeds:
             if feed.owner is not None:
                 feed.metric.load_state_dict(feed.owner.metric.state_dict())
         labels = self.topo.labels
         own = [v for f in self.feeds for v in f.values(labels)]
-        return own + [v for c in self.comparisons for v in c.values(labels)]
+        values = own + [v for c in self.comparisons for v in c.values(labels)]
+        return self._with_intervals(values) if self.counter is not None else values
+
+    def _with_intervals(self, values: list[Value]) -> list[Value]:
+        """The values with their leave-one-group-out replicates and jackknife intervals."""
+        assert self.resampling is not None and self.counter is not None
+        labels, rs = self.topo.labels, self.resampling
+        sources = [f for f in self.feeds if f.replicas]
+        wanted = {req.name: headline_keys(req.cls.declaration()) for req in self.requests}
+        unit_of = {f.name: (f.owner or f).unit for f in self.feeds if f.spare is not None}
+        used = {u: self.counter.used(u) for u in set(unit_of.values()) if u}
+        reps: dict[tuple, dict[str, list[float | None]]] = {}
+        for j, states in leave_one_out([[r.state_dict() for r in f.replicas] for f in sources],
+                                       [f.metric for f in sources]):
+            if not any(u[j] for u in used.values()):  # no image in group j: its replicate is not computed
+                continue
+            state_of = {id(f): st for f, st in zip(sources, states)}
+            for feed in self.feeds:
+                if feed.spare is not None:
+                    feed.spare.load_state_dict(state_of[id(feed.owner or feed)])
+            out = [v for f in self.feeds if f.spare is not None
+                   for v in _values(f.name, f.layer, f.spare.compute(), f.scope(labels))]
+            for c in self.comparisons:
+                if c.base.spare is not None and c.tuned.spare is not None:
+                    vals = c.base.spare.compare(c.base.spare, c.tuned.spare)
+                    kw = dict(scope="pair", base=labels[c.base.model], tuned=labels[c.tuned.model])
+                    out.extend(_values(c.base.name, c.base.layer, vals, kw))
+            for v in out:
+                unit = unit_of.get(v.metric)
+                if unit is None or not used[unit][j]:
+                    continue
+                slot = reps.setdefault(_key(v), {})
+                for k, x in v.scalars.items():
+                    if wanted[v.metric](k):
+                        slot.setdefault(k, [None] * rs.groups)[j] = float(x)
+        done = []
+        for v in values:
+            slot = reps.get(_key(v))
+            if not slot:
+                done.append(v)
+                continue
+            ivs = {}
+            for k, r in slot.items():
+                if k in v.scalars:
+                    ivs[k] = {**jackknife_interval(float(v.scalars[k]), r, rs.level), "replicates": r}
+            done.append(dataclasses.replace(v, intervals=ivs))
+        return done
+
+    def resampling_record(self) -> dict[str, Any] | None:
+        """The result's ``resampling`` record (None: no intervals)."""
+        if self.resampling is None or self.counter is None:
+            return None
+        units = {f.name: (f.owner or f).unit for f in self.feeds if f.spare is not None}
+        used = max(sum(self.counter.used(u)) for u in set(units.values()))
+        return self.resampling.record(units, used)
 
     # -- state of the pass (checkpoint / resume / distributed merge) ---------------------------------------------
     def owners(self) -> list[Metric]:
-        """The metric instances that hold state (shared-state followers excluded), in a fixed order."""
-        return [f.metric for f in self.feeds if f.owner is None]
+        """The metric instances that hold state (shared-state followers excluded; with intervals, every group's
+        replica and the group counts), in a fixed order."""
+        out = [m for f in self.feeds if f.owner is None for m in (f.replicas or [f.metric])]
+        return out + ([self.counter] if self.counter is not None else [])
 
     def dump_states(self) -> list[dict[str, Any]]:
         return [m.state_dict() for m in self.owners()]

@@ -64,8 +64,9 @@ class CKA(Metric):
     ``debiased=True``; minibatch: 4 per batch) a layer's value is NaN with a ``note``, and ``setup`` says so
     beforehand when the data's size is known.
 
-    ``compute()`` returns ``{layer: {"cka", "n"[, "note"]}, "*": {estimator, features, kernel, hsic, dtype,
-    layers[, tuned_layers, cka_cross] ...}}``.
+    ``compute()`` returns ``{layer: {"cka", "n"[, "cka_shuffled", "note"]}, "*": {estimator, features, kernel, hsic,
+    dtype, layers[, tuned_layers, cka_cross] ...}}``. ``cka_shuffled`` (the default estimator) is the expected CKA
+    when the images of the two models are paired at random: this estimator's chance level on these images.
 
     Models of different architectures: layers of different widths are compared as they are (CKA needs the same
     samples, not the same units). Two layer lists of equal length are paired (layer i with layer i, per-layer
@@ -94,6 +95,7 @@ class CKA(Metric):
     title = "CKA (feature space)"
     description = "Centred kernel alignment of the two models' features per layer (1 = same up to rotation)"
     headline = ("cka",)
+    interval_keys = ("cka_shuffled",)
     value_names = {"cka": "CKA"}
     option_help = {
         "features": OptionHelp("CKA features: 'gap' (spatial mean, default) or 'flatten'", flag="cka-features"),
@@ -170,6 +172,10 @@ class CKA(Metric):
         # Instances that would accumulate identical state share it (e.g. kernel="rbf" and debiased=True both keep
         # the same features; minibatch state does not depend on `cross`).
         return ("ftprobe.cka", self.path, self.features, self.cross if self.path == "moments" else None)
+
+    def resampling_unit(self) -> str:
+        # minibatch CKA is a weighted mean of per-batch unbiased HSICs: cutting a batch into groups would change it
+        return "batch" if self.estimator == "minibatch" else "sample"
 
     def setup(self, ctx: RunContext) -> list[str]:
         self._check_options()
@@ -269,9 +275,12 @@ class CKA(Metric):
             notes = [f or note for f, note in zip(few, notes)]
             if matrix is not None:
                 matrix = torch.full_like(matrix, math.nan)
+        shuffled = self._shuffled() if self.path == "moments" else []
         out: dict[str, Any] = {}
         for i, name in enumerate(layers):
             out[name] = {"cka": values[i].clone(), "n": ns[i]}
+            if shuffled:
+                out[name]["cka_shuffled"] = math.nan if few[i] else shuffled[i]
             if notes[i]:
                 out[name]["note"] = notes[i]
         meta["layers"] = list(layers)
@@ -313,26 +322,46 @@ class CKA(Metric):
             meta["note"] += f"; {few}"
         return {"*": meta}
 
+    def _moment_blocks(self) -> tuple[list[str], list[tuple[Tensor, Tensor, Tensor, int]]]:
+        """Per paired layer: its centred co-moments ``cxx``, ``cyy``, ``cxy`` and its sample count."""
+        layers, widths = list(self.moments["widths"]), [w.tolist() for w in self.moments["widths"].values()]
+        stats = self.moments["stats"]
+        if not self.cross:
+            return layers, [(stats[k]["cxx"], stats[k]["cyy"], stats[k]["cxy"], int(stats[k]["n"])) for k in layers]
+        m = stats["*"]
+        ex = [0, *torch.tensor([w[0] for w in widths]).cumsum(0).tolist()]
+        ey = [0, *torch.tensor([w[1] for w in widths]).cumsum(0).tolist()]
+        return layers, [(m["cxx"][ex[i]:ex[i + 1], ex[i]:ex[i + 1]], m["cyy"][ey[i]:ey[i + 1], ey[i]:ey[i + 1]],
+                         m["cxy"][ex[i]:ex[i + 1], ey[i]:ey[i + 1]], int(m["n"])) for i in range(len(layers))]
+
     def _compute_moments(self) -> tuple[list[str], Tensor, list[int], Tensor | None, list[str]]:
         if not self.moments:
             return [], torch.zeros(0), [], None, []
-        layers, widths = list(self.moments["widths"]), [w.tolist() for w in self.moments["widths"].values()]
-        stats = self.moments["stats"]
-        blocks, matrix = [], None
+        layers, blocks = self._moment_blocks()
+        matrix = None
         if self.cross:
-            m = stats["*"]
-            ex = [0, *torch.tensor([w[0] for w in widths]).cumsum(0).tolist()]
-            ey = [0, *torch.tensor([w[1] for w in widths]).cumsum(0).tolist()]
-            blocks = [(m["cxx"][ex[i]:ex[i + 1], ex[i]:ex[i + 1]], m["cyy"][ey[i]:ey[i + 1], ey[i]:ey[i + 1]],
-                       m["cxy"][ex[i]:ex[i + 1], ey[i]:ey[i + 1]], int(m["n"])) for i in range(len(layers))]
-            matrix = _linear_cka_matrix_compute(m, [w[0] for w in widths], [w[1] for w in widths])
-        else:
-            blocks = [(stats[k]["cxx"], stats[k]["cyy"], stats[k]["cxy"], int(stats[k]["n"])) for k in layers]
+            widths = [w.tolist() for w in self.moments["widths"].values()]
+            matrix = _linear_cka_matrix_compute(self.moments["stats"]["*"], [w[0] for w in widths],
+                                                [w[1] for w in widths])
         values = torch.stack([_linear_cka_compute(cxx, cyy, cxy) for cxx, cyy, cxy, _ in blocks])
         notes = [_nan_note(bool(v.isnan()), bool((cxx == 0).all()), bool((cyy == 0).all()),
                            nonfinite=not bool(torch.isfinite(cxx).all() and torch.isfinite(cyy).all()))
                  for v, (cxx, cyy, _, _) in zip(values, blocks)]
         return layers, values, [b[3] for b in blocks], matrix, notes
+
+    def _shuffled(self) -> list[float]:
+        """Per layer, the expected (biased, linear) CKA when the tuned model's images are paired with the base's at
+        random: ``tr(Cxx) tr(Cyy) / ((n − 1) ‖Cxx‖_F ‖Cyy‖_F)``, exact from the moments (no second pass). For a
+        random permutation P of centred Grams K, L, E tr(K P L Pᵀ) = tr(K) tr(L) / (n − 1), and the two
+        self-similarities do not depend on the pairing. This is the chance level of this estimator on these images:
+        far above 0 for wide layers on few images."""
+        if not self.moments:
+            return []
+        out = []
+        for cxx, cyy, _, n in self._moment_blocks()[1]:
+            den = (n - 1) * torch.linalg.vector_norm(cxx) * torch.linalg.vector_norm(cyy)
+            out.append(float(torch.trace(cxx) * torch.trace(cyy) / den) if n > 1 and den > 0 else math.nan)
+        return out
 
     def _compute_minibatch(self, meta: dict[str, Any], split: int | None = None
                            ) -> tuple[list[str], Tensor, list[int], Tensor, list[str]]:

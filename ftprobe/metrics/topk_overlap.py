@@ -60,6 +60,7 @@ class TopKOverlap(TopKMetricBase):
     description = "Overlap (%) of each channel's top-k images in the base and the tuned model"
     units = {"overlap*": "%"}
     headline = ("overlap_mean@*",)
+    interval_keys = ("overlap_median@*",)
     value_names = {"overlap_mean@*": "mean top-{} overlap", "overlap@*": "top-{} overlap"}
     option_help = TOPK_OPTION_HELP
     figure_files = ("topk_overlap_k*.png",)

@@ -54,7 +54,7 @@ def test_an_undeclared_metric_declares_the_neutral_defaults() -> None:
     d = _Plain.declaration()
     assert d == {"higher_is_more_similar": None, "title": "plain_describe_test",
                  "description": "A metric that declares nothing beyond its name.", "units": "", "headline": [],
-                 "value_names": {}, "option_help": {}, "figure_files": []}
+                 "interval_keys": [], "value_names": {}, "option_help": {}, "figure_files": []}
     assert _Plain.figures(object()) is None  # the default hook: the report draws its default figures
 
 
