@@ -80,6 +80,19 @@ def _shorthands(disabled: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Save metric states every N batches to DIR/checkpoint.pt (always saved on Ctrl-C).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from --out DIR/checkpoint.pt.")
+@click.option("--intervals", is_flag=True,
+              help="Give every headline value an interval over images (delete-one-group jackknife; keeps each metric "
+                   "state once per group: the notice before the pass says the cost).")
+@click.option("--interval-groups", type=click.IntRange(min=2), default=20, show_default=True, metavar="G",
+              help="Groups of images for --intervals.")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="Interval level for --intervals.")
+@click.option("--random-init", is_flag=True,
+              help="Control: also compare BASE with its architecture freshly initialised (what CKA gives for a "
+                   "network that learnt nothing).")
+@click.option("--seed-pair", "seed_pairs", multiple=True, metavar="A,B",
+              help="Two fine-tunes of one recipe (by label): compared with each other as the seed-to-seed noise "
+                   "floor (repeatable).")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="METRIC.KEY=VALUE",
               help="A metric option, e.g. -o cka.estimator=minibatch -o 'topk_*.k=[100,1000]'; `ftprobe metrics "
                    "--options` lists every installed metric's options with their help.")
@@ -99,7 +112,9 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
             label: tuple[str, ...],
             batch_size: int,
             limit: int | None, seed: int, device: str, preprocess: str, size: int | None, input_size: int | None,
-            workers: str, amp: str | None, checkpoint_every: int, resume: bool, raw_options: tuple[str, ...],
+            workers: str, amp: str | None, checkpoint_every: int, resume: bool, intervals: bool,
+            interval_groups: int, level: float, random_init: bool, seed_pairs: tuple[str, ...],
+            raw_options: tuple[str, ...],
             k: tuple[str, ...], score: str | None,
             cka_cross: bool | None, cka_features: str | None, cka_estimator: str | None,
             disabled: tuple[str, ...], json_path: str | None, out_dir: str) -> None:
@@ -150,7 +165,8 @@ def compare(app: App, base: str, tuned: tuple[str, ...], layers: tuple[str, ...]
                                          size=size, workers=workers_count(workers, device)),
                 run=RunOptions(device=device, pairs=pairs, input_size=input_size,
                                checkpoint=Path(out_dir) / "checkpoint.pt", checkpoint_every=checkpoint_every,
-                               resume=resume, amp=amp, argv=_argv()),
+                               resume=resume, amp=amp, intervals=intervals, interval_groups=interval_groups,
+                               level=level, random_init=random_init, seed_pairs=list(seed_pairs), argv=_argv()),
                 callbacks=Callbacks(notice=app.notice, **feedback.callbacks),
             )
         if not rank0:  # torchrun: every rank holds the merged result; rank 0 writes it

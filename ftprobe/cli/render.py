@@ -40,6 +40,14 @@ def _split_at(keys: list[str]) -> tuple[list[str], list[str], list[str]] | None:
     return (plain, base, ks) if len(ks) > 1 else None
 
 
+def _cell(v: Any, key: str) -> str:
+    """A value, with its interval when it has one: ``0.931 [0.912, 0.950]``."""
+    iv = v.intervals.get(key)
+    if iv is None or not isinstance(iv.get("lo"), float) or iv["lo"] != iv["lo"]:
+        return fmt(v.scalars[key])
+    return f"{fmt(v.scalars[key])} [{fmt(iv['lo'])}, {fmt(iv['hi'])}]"
+
+
 def metric_tables(result: Result) -> list[Any]:
     """One table per metric (and scope): a row per (subject, layer), a column per scalar key. Keys measured at several
     top-k sizes (``overlap_mean@100`` ...) get a row per k and a ``k`` column, so headers stay whole; a column that
@@ -59,6 +67,10 @@ def metric_tables(result: Result) -> list[Any]:
             split = _split_at(keys)
             title = f"{metric} ({'per pair' if scope == 'pair' else 'per model'})"
             notes = [f"note ({'; '.join(places)}): {note}" for note, places in result.notes(metric, scope)]
+            if result.resampling and any(v.intervals for v in vals):
+                rs = result.resampling
+                notes.insert(0, f"[lo, hi]: {rs['level']:.0%} delete-one-group jackknife interval over "
+                                f"{rs['groups_used']} groups of images")
             table = Table(title=title, title_justify="left", caption="\n".join(notes) or None,
                           caption_justify="left", caption_style="yellow")  # the values' cautions, under them
             table.add_column("pair" if scope == "pair" else "model", overflow="fold")
@@ -77,7 +89,7 @@ def metric_tables(result: Result) -> list[Any]:
                 n_plain = 0 if split is None else len(split[0])
                 mine = [r for r in rows if split is None or any(key in v.scalars for key in r[1][n_plain:])]
                 for k_value, row_keys in mine or [("", rows[0][1])]:  # a value with no key at any k: one row
-                    cells = [fmt(v.scalars[key]) if key in v.scalars else "" for key in row_keys]
+                    cells = [_cell(v, key) if key in v.scalars else "" for key in row_keys]
                     table.add_row(v.subject, shown, *([k_value] if split is not None else []), *cells)
             tables.append(table)
     return tables + cross_tables(result)

@@ -4,10 +4,13 @@ rendering, the interruption warning before the values it speaks of, and -q anywh
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+import ftprobe
 from ftprobe.cli.app import App
+from ftprobe.testing import make_image_folder
 
 
 def _models(d):
@@ -137,3 +140,24 @@ def test_verbose_is_accepted_after_the_sub_command(run_cli, command):
     args = ["torchvision:resnet18", "--filter", "layer1"] if command == "layers" else []
     r = run_cli(command, *args, "-v")
     assert r.code == 0, r.err
+
+
+def test_compare_with_intervals_and_controls_from_the_command_line(run_cli, tiny_runs, tmp_path):
+    models = [tiny_runs / "base.pt", tiny_runs / "run1" / "model.pt", tiny_runs / "run2" / "model.pt"]
+    data = make_image_folder(tmp_path / "imgs", classes=3, per_class=6, size=20)
+    r = run_cli("compare", *models, "--trust-checkpoint", "-l", "mixed3a", "-l", "mixed5b", "--data", data,
+                "--size", "16", "--batch-size", "6", "--metrics", "cka,weight_l2", "--label", "base", "--label", "a1",
+                "--label", "a2", "--intervals", "--interval-groups", "6", "--level", "0.9", "--random-init",
+                "--seed-pair", "a1,a2", "--out", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
+    assert "6 groups of images" in r.stderr  # the cost, said before the pass
+    assert "90% delete-one-group jackknife interval over 6 groups of images" in r.output
+    assert re.search(r"\d\.\d+ \[\d\.\d+, \d\.\d+\]", r.output)  # a CKA cell with its interval
+    res = ftprobe.Result.load(tmp_path / "out" / "results.json")
+    assert res.resampling["groups"] == 6 and res.resampling["level"] == 0.9
+    assert res.controls == {"random_init": "random_init", "seed_pairs": [["a1", "a2"]]}
+    assert {(v.base, v.tuned) for v in res.select("cka") if v.intervals} == {
+        ("base", "a1"), ("base", "a2"), ("a1", "a2"), ("base", "random_init")}
+    bad = run_cli("compare", *models, "--trust-checkpoint", "-l", "mixed3a", "--data", data, "--size", "16",
+                  "--label", "base", "--label", "a1", "--label", "a2", "--seed-pair", "a1,a3", "--json", "-")
+    assert bad.exit_code == 1 and "no model is labelled 'a3'" in bad.stderr and "--label" in bad.stderr
