@@ -54,11 +54,19 @@ def cka_per_layer(result: Result, out: Path, metric: str = "cka") -> list[Figure
     crowded = (width - 2.5) / len(layers) < 0.5
     fig = MplFigure(figsize=(width, 3.6 + (1.0 if crowded else 0.0)))
     ax = fig.subplots()
-    lo = 0.0
+    lo, shuffled = 0.0, False
     for color, ((b, t), by_layer) in zip(_colors(len(pairs)), pairs.items()):
         y = [by_layer[n].scalars.get("cka", np.nan) if n in by_layer else np.nan for n in layers]
         ax.plot(range(len(layers)), y, "o-", color=color, label=pair_label(b, t))
+        bounds = _report.interval_bounds(by_layer, "cka", layers)
+        _report.interval_band(ax, range(len(layers)), bounds, color)
+        chance = [by_layer[n].scalars.get("cka_shuffled", np.nan) if n in by_layer else np.nan for n in layers]
+        if not np.all(np.isnan(chance)):  # the estimator's value for images paired at random
+            ax.plot(range(len(layers)), chance, ":", color=color, alpha=0.7, linewidth=1)
+            shuffled = True
         lo = min(lo, float(np.nanmin(y)) if not np.all(np.isnan(y)) else 0.0)
+        if bounds is not None and not np.all(np.isnan(bounds[0])):
+            lo = min(lo, float(np.nanmin(bounds[0])))
     star = next((v for v in result.values if v.metric == metric and v.layer == "*"), None)
     how = ""
     if star is not None:
@@ -72,7 +80,12 @@ def cka_per_layer(result: Result, out: Path, metric: str = "cka") -> list[Figure
     ax.legend(fontsize=8)
     ax.set_title("CKA between the models' features, per layer")
     path = _save(fig, out / "cka_per_layer.png")
-    return [Figure(path, metric, "CKA per layer", "One line per pair; 1 = same representation (up to rotation).")]
+    caption = "One line per pair; 1 = same representation (up to rotation)."
+    if result.resampling and any(v.intervals for d in pairs.values() for v in d.values()):
+        caption += f" Shaded: {result.resampling['level']:.0%} intervals over images."
+    if shuffled:
+        caption += " Dotted: the same estimator with the images paired at random (its chance level)."
+    return [Figure(path, metric, "CKA per layer", caption)]
 
 
 def module_labels(paths: Sequence[str]) -> list[str]:

@@ -51,9 +51,14 @@ def test_cka_lines_are_the_per_layer_values(report_result: Result, drawn, tmp_pa
     figures.cka_per_layer(report_result, tmp_path)
     ax = drawn["cka_per_layer.png"].axes[0]
     layers = [r["name"] for r in report_result.layers]
-    for line, (_, tuned) in zip(ax.get_lines(), report_result.pairs):
+    pairs = [line for line in ax.get_lines() if not line.get_label().startswith("_")]  # the legend's lines
+    chance = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert len(pairs) == len(report_result.pairs) == len(chance)
+    for line, dotted, (_, tuned) in zip(pairs, chance, report_result.pairs):
         want = [_pair(report_result, "cka", n, tuned).scalars["cka"] for n in layers]
         np.testing.assert_allclose(line.get_ydata(), want)
+        shuffled = [_pair(report_result, "cka", n, tuned).scalars["cka_shuffled"] for n in layers]
+        np.testing.assert_allclose(dotted.get_ydata(), shuffled)
     assert [t.get_text() for t in ax.get_xticklabels()] == [r["spec"] for r in report_result.layers]
 
 
