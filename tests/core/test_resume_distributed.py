@@ -34,6 +34,15 @@ def _same(a: ftprobe.Result, b: ftprobe.Result) -> None:
         for k in va.arrays:
             if "index" in k:
                 assert va.arrays[k] == vb.arrays[k], (va.metric, va.layer, k)
+        assert set(va.intervals) == set(vb.intervals), (va.metric, va.layer)
+        for k, ia in va.intervals.items():
+            ib = vb.intervals[k]
+            for f in ("lo", "hi", "se"):
+                assert ia[f] == pytest.approx(ib[f], abs=1e-10, nan_ok=True), (va.metric, va.layer, k, f)
+            assert [r is None for r in ia["replicates"]] == [r is None for r in ib["replicates"]]
+            assert [r for r in ia["replicates"] if r is not None] == pytest.approx(
+                [r for r in ib["replicates"] if r is not None], abs=1e-10)
+    assert a.resampling == b.resampling
 
 
 class _StopAfter:
@@ -58,6 +67,20 @@ def test_interrupted_then_resumed_equals_uninterrupted(folder, tmp_path):
     assert not resumed.run["interrupted"] and resumed.run["samples"] == 24
     _same(full, resumed)
     assert not ckpt.exists()  # a completed run removes its checkpoint
+
+
+def test_interrupted_then_resumed_run_has_the_same_intervals(folder, tmp_path):
+    base = TinyNet()
+    tuned = perturbed_copy(base, 0.3)
+    kw = {**KW, "intervals": True, "interval_groups": 5}
+    full = ftprobe.compare(base, tuned, data=folder, **kw)
+    assert any(v.intervals for v in full.values)
+    ckpt = tmp_path / "ck.pt"
+    ftprobe.compare(base, tuned, data=folder, checkpoint=ckpt, progress=_StopAfter(3), **kw)
+    with pytest.raises(FtprobeError, match="different job"):  # the groups are part of the job
+        ftprobe.compare(base, tuned, data=folder, checkpoint=ckpt, resume=True, **{**kw, "interval_groups": 6})
+    resumed = ftprobe.compare(base, tuned, data=folder, checkpoint=ckpt, resume=True, **kw)
+    _same(full, resumed)
 
 
 def test_resume_of_a_stream_skips_done_batches(tmp_path):
@@ -124,6 +147,26 @@ def test_two_gloo_ranks_equal_single_process(resnet_job):
     _same(a, b)
     cka = [v.scalars["cka"] for v in b.select("cka") if "cka" in v.scalars]
     assert cka and all(0 < c < 1 for c in cka)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_give_the_intervals_of_one_process(resnet_job):
+    d, args = resnet_job
+    args = [*args, "--intervals", "--interval-groups", "6", "--metrics", "cka,topk_overlap"]
+    single = _cli(["compare", *args, "--json", str(d / "single_iv.json")])
+    assert single.returncode == 0, single.stderr
+    dist = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+         "--master-port", str(_free_port()), "-m", "ftprobe", "-q", "compare", *args, "--device", "cpu",
+         "--json", str(d / "dist_iv.json")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert dist.returncode == 0, dist.stderr[-3000:]
+    a = ftprobe.Result.load(d / "single_iv.json")
+    b = ftprobe.Result.load(d / "dist_iv.json")
+    assert b.run["world_size"] == 2 and a.resampling["groups"] == 6
+    assert sum(1 for v in a.values if v.intervals) >= 4
+    _same(a, b)
 
 
 @pytest.mark.slow
