@@ -25,8 +25,11 @@ def _run(script: str, *args: str) -> str:
 
 @pytest.mark.slow
 def test_bench_overhead_prints_time_and_memory_ratios():
-    out = _run("bench_overhead.py", "--images", "16", "--size", "64", "--batch-size", "8", "--repeats", "1")
+    out = _run("bench_overhead.py", "--images", "16", "--size", "64", "--batch-size", "8", "--repeats", "1",
+               "--intervals", "4")
     assert re.search(rf"time   analysis / floor = {RATIO}", out), out
+    assert re.search(rf"time   intervals \(4 groups\) / analysis = {RATIO}", out), out
+    assert re.search(rf"memory intervals / analysis = {RATIO}", out), out
     m = re.search(rf"memory analysis / floor = {RATIO} .*added by the job (\d+) vs (\d+) MiB", out)
     assert m and float(m.group(1)) > 0, out
 
